@@ -174,3 +174,23 @@ def test_rope_tables_stay_float32_in_bf16():
     assert attn.rope_tables(torch.device("cpu"))[0].dtype == torch.float32
     cache = attn.new_cache(1)
     assert isinstance(cache, KVCache) and cache.k.dtype == torch.bfloat16 and cache.max_len == 8
+
+
+@pytest.mark.parametrize("layout", ["half", "interleaved"])
+def test_apply_rope_is_a_rotation_of_each_pair(layout):
+    """Against the definition: pair i (coordinates a, b) at position p turns by p·theta^(-2i/D)."""
+    torch.manual_seed(7)
+    D, T, theta = 8, 5, 100.0
+    x = torch.randn(2, T, D, dtype=torch.float64)
+    cos, sin = rope_cos_sin(D, T, theta)
+    out = apply_rope(x.float(), cos, sin, layout).double()
+    for p in range(T):
+        for i in range(D // 2):
+            a, b = (i, i + D // 2) if layout == "half" else (2 * i, 2 * i + 1)
+            angle = p * theta ** (-2 * i / D)
+            rot = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]],
+                               dtype=torch.float64)
+            expected = x[:, p, [a, b]] @ rot.T
+            torch.testing.assert_close(out[:, p, [a, b]], expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="spiral"):
+        apply_rope(x, cos, sin, "spiral")

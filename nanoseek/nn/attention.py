@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nanoseek.nn.rope import LAYOUTS, apply_rope, rope_cos_sin
+from nanoseek.nn.rope import LAYOUTS, apply_rope_full, rope_cos_sin, rope_full_tables
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -93,6 +93,7 @@ class KVCache:
         return f"KVCache(batch={B}, n_kv_head={H}, max_len={L}, head_dim={D}, pos={self.pos}, dtype={self.k.dtype})"
 
 
+_SDPA_HAS_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)  # enable_gqa= (torch 2.5+)
 _ROPE_TABLES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # (head_dim, max_len, theta, device) -> tables
 
 
@@ -129,11 +130,13 @@ class Attention(nn.Module):
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def rope_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin (max_seq_len, head_dim // 2) in float32 on `device`, built once and shared by all layers."""
+        """cos, sin (max_seq_len, head_dim) in float32 on `device`, laid out by `rope_full_tables` for this
+        module's layout; built once and shared by all layers with the same shape."""
         if self._rope is None or self._rope[0].device != device:
-            key = (self.head_dim, self.max_seq_len, float(self.rope_theta), str(device))
+            key = (self.head_dim, self.max_seq_len, float(self.rope_theta), self.rope_layout, str(device))
             if key not in _ROPE_TABLES:
-                _ROPE_TABLES[key] = rope_cos_sin(self.head_dim, self.max_seq_len, self.rope_theta, device=device)
+                cos, sin = rope_cos_sin(self.head_dim, self.max_seq_len, self.rope_theta, device=device)
+                _ROPE_TABLES[key] = rope_full_tables(cos, sin, self.rope_layout)
             self._rope = _ROPE_TABLES[key]
         return self._rope
 
@@ -157,20 +160,27 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
         v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
         cos, sin = self.rope_tables(x.device)
-        cos, sin = cos[start:start + T], sin[start:start + T]                          # (T, D/2)
-        q = apply_rope(q, cos, sin, self.rope_layout)
-        k = apply_rope(k, cos, sin, self.rope_layout)
+        cos, sin = cos[start:start + T], sin[start:start + T]                          # (T, D)
+        qk = apply_rope_full(torch.cat((q, k), dim=1), cos, sin, self.rope_layout)    # q and k in one go
+        q, k = qk.split((self.n_head, self.n_kv_head), dim=1)
         if cache is not None:
             k, v = cache.update(k, v)                                                  # (B, Hkv, S, D), S = start+T
-        k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)                      # (B, H, S, D)
+        # Query head h reads kv head h // n_rep. SDPA's enable_gqa does that without materializing
+        # repeat_kv(k, n_rep) (a copy of the whole cache at every decoding step); both give the same result.
+        gqa = {}
+        if self.n_rep > 1:
+            if _SDPA_HAS_GQA:
+                gqa = {"enable_gqa": True}
+            else:
+                k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)              # (B, H, S, D)
         S = k.shape[2]
         if T == 1:  # one new token sees every cached position: no mask needed
-            y = F.scaled_dot_product_attention(q, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, **gqa)
         elif S == T:  # no past: plain causal
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, **gqa)
         else:  # T new tokens after S - T cached ones: query i sees keys 0 .. S - T + i
             mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **gqa)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)               # (B, T, H*D)
         return self.o_proj(y)
 
