@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on cpu)")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="decode steps replayed from a CUDA graph (generate(..., cuda_graph=True))")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -84,7 +86,7 @@ def main() -> None:
         mask = torch.ones_like(prompt)
 
         def run_ours():
-            return generate(ours, prompt, new_tokens, temperature=0)
+            return generate(ours, prompt, new_tokens, temperature=0, cuda_graph=args.cuda_graph)
 
         def run_theirs():
             return theirs.generate(prompt, attention_mask=mask, max_new_tokens=new_tokens,
@@ -112,6 +114,7 @@ def main() -> None:
         f"Model: random-weight Qwen2-architecture `Decoder` at `{scale}` "
         f"({cfg.n_layer} layers, {cfg.n_embd} wide, {cfg.n_head} heads / {cfg.n_kv_head} kv heads, head_dim "
         f"{cfg.head_dim}, vocab {cfg.vocab_size}, {n_params / 1e6:.1f}M parameters), {dtype} on `{device}`; "
+        f"nanoseek `generate(..., temperature=0{', cuda_graph=True' if args.cuda_graph else ''})`; "
         f"transformers {__import__('transformers').__version__} `Qwen2ForCausalLM.generate` "
         f"(sdpa attention, its default dynamic cache) on the same weights via `to_hf`.",
         f"Prompt {prompt_len} tokens, {new_tokens} new tokens, greedy; median of {repeats} alternating runs "
@@ -130,7 +133,8 @@ def main() -> None:
         from nanoseek.benchmarking import write_result
     except ImportError:  # before the foundation's benchmarking module existed
         write_result = None
-    name = args.out or ("decode" if device.type == "cpu" else f"decode_{device.type}")
+    name = args.out or ("decode" if device.type == "cpu" else f"decode_{device.type}") + \
+        ("_cuda_graph" if args.cuda_graph and not args.out else "")
     if write_result is not None:
         path = write_result(name, "\n".join(body))
     else:

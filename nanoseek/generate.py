@@ -11,6 +11,8 @@ top-p (nucleus) filtering, then a draw from ``generator`` (so runs are repeatabl
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -65,11 +67,16 @@ def _check_args(idx, max_new_tokens, temperature, top_k, top_p) -> None:
 @torch.no_grad()
 def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None,
-             generator: torch.Generator | None = None, use_cache: bool = True) -> torch.Tensor:
+             generator: torch.Generator | None = None, use_cache: bool = True,
+             cuda_graph: bool = False) -> torch.Tensor:
     """Extend idx (B, T) by up to max_new_tokens tokens; returns (B, T + n).
 
     A row that has produced `eos_id` keeps producing `eos_id` (padding); generation stops early once every
     row has. The model runs in eval mode for the call and gets its previous mode back.
+
+    ``cuda_graph=True`` (models whose caches support `make_static`): after the prefill, every decoding step
+    runs with the position in a device tensor and fixed shapes, captured once as a CUDA graph and replayed,
+    which removes the per-step Python and kernel-launch overhead. On a CPU the same static steps run eagerly.
     """
     _check_args(idx, max_new_tokens, temperature, top_k, top_p)
     was_training = model.training
@@ -88,8 +95,15 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperatu
         finished = torch.zeros(B, 1, dtype=torch.bool, device=idx.device)
         out = idx
         step_input = idx
-        for _ in range(max_new_tokens):
-            if cached:
+        step = None
+        if cached and cuda_graph and max_new_tokens > 1:
+            logits, _ = model(idx, cache=cache)  # prefill as usual, then static one-token steps
+            step = _static_step(model, cache, B, T, idx.device)
+        for i in range(max_new_tokens):
+            if step is not None:
+                if i > 0:
+                    logits = step(step_input)                                    # (B, 1, V)
+            elif cached:
                 logits, _ = model(step_input, cache=cache)                        # (B, t, V)
             else:
                 cond = out if ctx is None else out[:, -ctx:]
@@ -105,3 +119,55 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperatu
         return out
     finally:
         model.train(was_training)
+
+
+def _static_step(model: nn.Module, cache: list, batch_size: int, start: int, device: torch.device):
+    """A function token (B, 1) -> logits (B, 1, V) that decodes at positions start, start+1, ... with fixed
+    shapes; on CUDA it is one captured graph replayed per call."""
+    if not all(hasattr(c, "make_static") for c in cache):
+        raise ValueError(f"cuda_graph=True needs caches with make_static; {type(cache[0]).__name__} has none")
+    pos = torch.full((1,), start, dtype=torch.long, device=device)
+    for c in cache:
+        c.make_static(pos)
+    static_in = torch.zeros(batch_size, 1, dtype=torch.long, device=device)
+
+    def run() -> torch.Tensor:
+        return model(static_in, cache=cache)[0]
+
+    if device.type != "cuda":
+        def step(tok: torch.Tensor) -> torch.Tensor:
+            static_in.copy_(tok)
+            logits = run()
+            pos.add_(1)
+            return logits
+        return step
+
+    # warm up on a side stream (builds rope tables, picks kernels); its writes at `pos` are overwritten later,
+    # because every step writes its own k, v at pos before attending
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            static_logits = run()
+    except RuntimeError as err:  # an op that cannot be captured: keep the static steps, run them eagerly
+        warnings.warn(f"CUDA graph capture failed ({err}); decoding with eager static steps")
+        torch.cuda.synchronize()
+
+        def eager_step(tok: torch.Tensor) -> torch.Tensor:
+            static_in.copy_(tok)
+            logits = run()
+            pos.add_(1)
+            return logits
+        return eager_step
+
+    def step(tok: torch.Tensor) -> torch.Tensor:
+        static_in.copy_(tok)
+        graph.replay()
+        pos.add_(1)
+        return static_logits
+    return step

@@ -129,3 +129,17 @@ def test_fills_the_context_exactly():
     model = _model(6)
     out = generate(model, torch.zeros(1, 2, dtype=torch.long), 31, temperature=0)  # feeds 32 positions
     assert out.shape == (1, 33)
+
+
+@pytest.mark.parametrize("n_kv", [4, 1])
+def test_static_steps_equal_dynamic_cache(n_kv):
+    """The fixed-shape steps that cuda_graph=True captures give the same tokens (run eagerly on CPU)."""
+    model = _model(7, n_kv_head=n_kv)
+    idx = torch.randint(0, 61, (3, 4), generator=torch.Generator().manual_seed(8))
+    a = generate(model, idx, 16, temperature=0)
+    b = generate(model, idx, 16, temperature=0, cuda_graph=True)
+    assert torch.equal(a, b)
+    s1 = generate(model, idx, 16, temperature=0.9, top_k=10, generator=torch.Generator().manual_seed(3))
+    s2 = generate(model, idx, 16, temperature=0.9, top_k=10, generator=torch.Generator().manual_seed(3),
+                  cuda_graph=True)
+    assert torch.equal(s1, s2)

@@ -75,6 +75,25 @@ class KVCache:
 
     def reset(self) -> None:
         self.pos = 0
+        self.pos_tensor = None
+
+    # ---- static mode, for CUDA graphs: the position lives in a device tensor, shapes never change ----------
+    pos_tensor: torch.Tensor | None = None
+
+    def make_static(self, pos_tensor: torch.Tensor) -> None:
+        """Switch to static decoding: one token per call at position `pos_tensor` (a (1,) long tensor on the
+        cache's device, shared by all layers and advanced by the caller). Attention then writes at that index
+        and attends over all max_len slots with a mask, so a step has fixed shapes and can be graph-captured."""
+        if pos_tensor.shape != (1,) or pos_tensor.dtype != torch.long:
+            raise ValueError(f"pos_tensor must be a (1,) long tensor, got {tuple(pos_tensor.shape)} {pos_tensor.dtype}")
+        self.pos_tensor = pos_tensor
+        self.slots = torch.arange(self.max_len, device=self.k.device)
+
+    def update_static(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Write k, v (B, n_kv, 1, D) at pos_tensor; return all slots and the (1, max_len) mask of filled ones."""
+        self.k.index_copy_(2, self.pos_tensor, k)
+        self.v.index_copy_(2, self.pos_tensor, v)
+        return self.k, self.v, (self.slots <= self.pos_tensor)[None]  # mask (1, max_len)
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append k, v (B, n_kv, T, D) at `pos`; return all cached (B, n_kv, pos + T, D)."""
@@ -152,6 +171,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         B, T, _ = x.shape
+        if cache is not None and cache.pos_tensor is not None:
+            return self._forward_static(x, cache)
         start = 0 if cache is None else cache.pos
         if start + T > self.max_seq_len:
             raise ValueError(
@@ -183,6 +204,25 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, **gqa)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)               # (B, T, H*D)
         return self.o_proj(y)
+
+    def _forward_static(self, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One decoding step with the position on the device (see KVCache.make_static): fixed shapes, no sync."""
+        B, T, _ = x.shape
+        if T != 1:
+            raise ValueError(f"static decoding takes one token per step, got T={T}")
+        q = self.q_proj(x).view(B, 1, self.n_head, self.head_dim).transpose(1, 2)     # (B, H, 1, D)
+        k = self.k_proj(x).view(B, 1, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, 1, D)
+        v = self.v_proj(x).view(B, 1, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, 1, D)
+        cos, sin = self.rope_tables(x.device)
+        cos, sin = cos.index_select(0, cache.pos_tensor), sin.index_select(0, cache.pos_tensor)  # (1, D)
+        qk = apply_rope_full(torch.cat((q, k), dim=1), cos, sin, self.rope_layout)
+        q, k = qk.split((self.n_head, self.n_kv_head), dim=1)
+        k, v, filled = cache.update_static(k, v)                                       # (B, Hkv, L, D), (1, L)
+        if self.n_rep > 1 and not _SDPA_HAS_GQA:
+            k, v = repeat_kv(k, self.n_rep), repeat_kv(v, self.n_rep)
+        gqa = {"enable_gqa": True} if self.n_rep > 1 and _SDPA_HAS_GQA else {}
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=filled, **gqa)          # (B, H, 1, D)
+        return self.o_proj(y.transpose(1, 2).reshape(B, 1, self.n_head * self.head_dim))
 
     def extra_repr(self) -> str:
         return (f"n_head={self.n_head}, n_kv_head={self.n_kv_head}, head_dim={self.head_dim}, "
