@@ -14,13 +14,16 @@ from nanoseek.env import device, scale, seed_everything, doctor, pick  # noqa: E
 
 def show(obj) -> None:
     """Print the real source of a package object, so a notebook shows the code it runs (not a copy)."""
-    from IPython.display import Markdown, display
-
     try:
         source = inspect.getsource(obj)
         where = f"{inspect.getsourcefile(obj).split('nanoseek/', 1)[-1]}"
     except (TypeError, OSError) as err:  # builtins, C extensions
         raise TypeError(f"cannot show the source of {obj!r}: {err}") from None
+    try:
+        from IPython.display import Markdown, display
+    except ImportError:  # plain Python: print it
+        print(f"# nanoseek/{where}\n{source}")
+        return
     display(Markdown(f"`nanoseek/{where}`\n\n```python\n{source}```"))
 
 

@@ -316,8 +316,25 @@ def sample(model, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1
 
 
 prompt = torch.tensor([vocab.encode("Once upon a time")])
+print(vocab.decode(sample(model, prompt, 120, temperature=1.0, top_k=10, generator=torch.Generator().manual_seed(0))[0]))
+
+# %% [markdown]
+# The package's `generate` does the same for every model in the book (chapter 4 adds a KV cache to it). Its
+# sampling rule, and a check that it draws exactly the tokens our loop draws from the same random generator:
+
+# %%
+from nanoseek.generate import generate, sample_next
+
+nanoseek.show(sample_next)
+for temperature, top_k in ((1.0, None), (0.7, 5)):
+    ours = sample(model, prompt, 60, temperature, top_k, generator=torch.Generator().manual_seed(3))
+    package = generate(model, prompt, 60, temperature=temperature, top_k=top_k, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(ours, package)
+print("inline sampling == nanoseek.generate ✓")
+
+# %%
 for temperature in (0.5, 1.0, 1.5):
-    out = sample(model, prompt, 200, temperature=temperature, top_k=None, generator=torch.Generator().manual_seed(0))
+    out = generate(model, prompt, 200, temperature=temperature, generator=torch.Generator().manual_seed(0))
     print(f"--- temperature {temperature} ---\n{vocab.decode(out[0])}\n")
 
 # %% [markdown]
@@ -336,7 +353,7 @@ def real_word_share(text: str) -> float:
 temps = [0.3, 0.6, 1.0, 1.5, 2.0]
 shares = []
 for t in temps:
-    out = sample(model, prompt.repeat(4, 1), 200, temperature=t, generator=torch.Generator().manual_seed(1))
+    out = generate(model, prompt.repeat(4, 1), 200, temperature=t, generator=torch.Generator().manual_seed(1))
     shares.append(sum(real_word_share(vocab.decode(row)) for row in out) / 4)
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.plot(temps, shares, "o-")
@@ -355,8 +372,8 @@ import ipywidgets as widgets
 
 
 def show_sample(temperature: float = 1.0, top_k: int = 0):
-    out = sample(model, prompt, 150, temperature=temperature, top_k=top_k or None,
-                 generator=torch.Generator().manual_seed(0))
+    out = generate(model, prompt, 150, temperature=temperature, top_k=top_k or None,
+                   generator=torch.Generator().manual_seed(0))
     print(vocab.decode(out[0]))
 
 
