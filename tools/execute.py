@@ -17,7 +17,8 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def execute(path: Path, timeout: int = 900) -> float:
+def execute(path: Path, timeout: int = 900, scale: str = "tiny", out_dir: Path | None = None) -> float:
+    """Execute one notebook at `scale`. In place for tiny; with `out_dir`, write the executed copy there."""
     py = path.with_suffix(".py")
     ipynb = path.with_suffix(".ipynb")
     nb = jupytext.read(py)
@@ -26,22 +27,35 @@ def execute(path: Path, timeout: int = 900) -> float:
         nb.metadata = {**old.metadata, **nb.metadata}
     nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3", "language": "python"})
     nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
-    os.environ["NANOSEEK_SCALE"] = "tiny"
+    os.environ["NANOSEEK_SCALE"] = scale
     os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     start = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(py.parent)}},
                    store_widget_state=True).execute()
     seconds = time.perf_counter() - start
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        jupytext.write(nb, out_dir / ipynb.name)
+        return seconds
     jupytext.write(nb, ipynb)
     jupytext.write(nb, py, fmt="py:percent")
     return seconds
 
 
 def main(argv: list[str]) -> int:
-    paths = [Path(a) for a in argv] or sorted(ROOT.glob("notebooks/[0-9][0-9]_*.py"))
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("notebooks", nargs="*", type=Path)
+    ap.add_argument("--scale", default="tiny", choices=["tiny", "full"])
+    ap.add_argument("--out", type=Path, help="write executed copies here instead of in place (required for full)")
+    args = ap.parse_args(argv)
+    if args.scale == "full" and args.out is None:
+        ap.error("--scale full needs --out: committed notebooks keep their tiny outputs")
+    paths = args.notebooks or sorted(ROOT.glob("notebooks/[0-9][0-9]_*.py"))
     for path in paths:
-        seconds = execute(path.resolve())
-        print(f"{path.name}: executed in {seconds:.0f} s")
+        seconds = execute(path.resolve(), scale=args.scale, out_dir=args.out)
+        print(f"{path.name}: executed at {args.scale} in {seconds:.0f} s", flush=True)
     return 0
 
 
