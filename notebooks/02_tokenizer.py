@@ -206,9 +206,9 @@ table(["rank", "pair", "new token", "bytes"],
        for r, (a, b, new) in enumerate(inline_merges[:15])])
 
 # %% [markdown]
-# The first merges are `"e" + " "`-like English pieces and the first two bytes of common Chinese
-# characters (shown as hex: half a character is not text yet). One more merge and a Chinese character is
-# complete. (Our inline version assumes each merge spells a new string; the package also handles the rare
+# On this mixed text the first merges join the first two bytes of the most common Chinese characters (shown
+# in hex: two bytes of a three-byte character are not text yet), and the next merge completes them with the
+# third byte (`。`, `，`, `一`, `了`); English pairs such as `he` and ` a` come soon after. (Our inline version assumes each merge spells a new string; the package also handles the rare
 # case of two merges spelling the same bytes, as `tokenizers` does, by reusing the id.)
 #
 # ## The package version
@@ -356,7 +356,9 @@ plt.tight_layout()
 plt.show()
 table(["vocabulary"] + [str(v) for v in sizes],
       [["English tokens (4 sentences)"] + cost["en"], ["Chinese tokens (4 sentences)"] + cost["zh"],
-       ["zh / en"] + [f"{z / e:.2f}" for e, z in zip(cost["en"], cost["zh"])]])
+       ["zh / en"] + [f"{z / e:.2f}" for e, z in zip(cost["en"], cost["zh"])],
+       ["English val, tokens / 1,000 chars"] + [f"{c:.0f}" for c in cost["en val"]],
+       ["Chinese val, tokens / 1,000 chars"] + [f"{c:.0f}" for c in cost["zh val"]]])
 assert cost["en"][0] == sum(len(e.encode()) for e, _ in PAIRS)  # 256 tokens = raw bytes
 assert cost["zh"][-1] < cost["zh"][0] / 3  # merges cut Chinese by more than 3x
 assert cost["zh val"][-1] / cost["zh val"][0] < cost["en val"][-1] / cost["en val"][0]  # and more than English
@@ -364,8 +366,7 @@ assert cost["zh val"][-1] / cost["zh val"][0] < cost["en val"][-1] / cost["en va
 # %% [markdown]
 # With bytes only, the Chinese sentences are about as long in tokens as the English ones although they have
 # a third of the characters: each character is three tokens. The first merges fix exactly that, so Chinese
-# gains the most from the vocabulary; on these stories, at the largest size the Chinese text costs fewer
-# tokens per character than English. How a real tokenizer splits its vocabulary between languages is a
+# gains more from a larger vocabulary than English does (the last assert above). How a real tokenizer splits its vocabulary between languages is a
 # choice about its training data: DeepSeek-V3 changed its tokenizer's training data and pre-tokenizer "to
 # optimize multilingual compression efficiency" {cite}`deepseekv3`.
 #
@@ -490,7 +491,8 @@ table(["", "paper", "ours (measured above)"], [
     ["vocabulary", "100,000 + 15 special (DeepSeek LLM); 128K (DeepSeek-V3)", f"{len(tok):,} incl. {len(SPECIALS)} special"],
     ["numbers", "split into single digits (DeepSeek LLM)", f"GPT-4 regex, chunks of up to 3 digits: `3141592` → "
      f"{digit_chunks} → tokens {digits}"],
-    ["CJK and punctuation", "not merged together (DeepSeek LLM)", f"{punct_cjk} learned tokens start with CJK punctuation + Chinese"],
+    ["CJK and punctuation", "kept apart by the pre-tokenizer (DeepSeek LLM)",
+     f"{punct_cjk} learned tokens join CJK punctuation and Chinese, e.g. `{piece(tok.encode('！蜡笔')[0])}`"],
     ["punctuation + line breaks", "combined tokens in V3's pre-tokenizer", "GPT-4 regex lets punctuation take line breaks: "
      + ", ".join(f"`{piece(i)}`" for i in tok.encode("The end.\n\n")[-1:])],
 ])
