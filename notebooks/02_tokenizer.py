@@ -366,8 +366,8 @@ assert cost["zh val"][-1] / cost["zh val"][0] < cost["en val"][-1] / cost["en va
 # %% [markdown]
 # With bytes only, the Chinese sentences are about as long in tokens as the English ones although they have
 # a third of the characters: each character is three tokens. The first merges fix exactly that, so Chinese
-# gains more from a larger vocabulary than English does (the last assert above). How a real tokenizer splits its vocabulary between languages is a
-# choice about its training data: DeepSeek-V3 changed its tokenizer's training data and pre-tokenizer "to
+# gains more from a larger vocabulary than English does (the last assert above). How a real tokenizer
+# splits its vocabulary between languages is a choice about its training data: DeepSeek-V3 changed its tokenizer's training data and pre-tokenizer "to
 # optimize multilingual compression efficiency" {cite}`deepseekv3`.
 #
 # ## Against the `tokenizers` library
