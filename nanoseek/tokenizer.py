@@ -570,9 +570,9 @@ class Tokenizer:
         """
         from transformers import PreTrainedTokenizerFast
 
-        for role, name in special_roles.items():
-            if name is not None:
-                self.special_id(name)
+        for role, names in special_roles.items():
+            for name in [names] if isinstance(names, str) else (names or []):
+                self.special_id(name)  # KeyError naming a token we do not have
         return PreTrainedTokenizerFast(tokenizer_object=self.to_tokenizers(), **special_roles)
 
     def save_pretrained(self, directory: str | os.PathLike, chat_template: str | None = None, **special_roles: str) -> Path:

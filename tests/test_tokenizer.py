@@ -285,6 +285,18 @@ def test_same_merges_as_tokenizers_trainer(tok):
     assert ours == _hf_trainer_merges(CORPUS, 400, [EOT, USER])
 
 
+@given(st.text(st.sampled_from(list("ab c\n") + ["ä", "中"]), min_size=1, max_size=120), st.integers(260, 300))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_same_merges_as_tokenizers_trainer_on_adversarial_text(text, vocab_size):
+    """Small alphabets force ties, overlaps and two merges spelling the same bytes."""
+    from nanoseek.tokenizer import bytes_to_unicode
+
+    t = train(text, vocab_size, special_tokens=[EOT])
+    b2u = bytes_to_unicode()
+    piece = lambda i: "".join(b2u[b] for b in t.vocab[i])  # noqa: E731
+    assert [(piece(a), piece(b)) for a, b, _ in t.merges] == _hf_trainer_merges(text, vocab_size, [EOT])
+
+
 def test_export_to_transformers_same_ids(tok, tmp_path):
     from transformers import AutoTokenizer
 
