@@ -38,7 +38,7 @@ import heapq
 import json
 import os
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, Union
 
@@ -114,17 +114,20 @@ def split_text(text: str, pattern: str = GPT4_SPLIT_PATTERN) -> list[str]:
 
     ``"".join(split_text(s)) == s`` always holds, whatever the pattern.
     """
-    compiled = _compiled(pattern)
-    chunks, end = [], 0
-    for m in compiled.finditer(text):
+    return list(iter_chunks(text, pattern))
+
+
+def iter_chunks(text: str, pattern: str = GPT4_SPLIT_PATTERN) -> Iterator[str]:
+    """The chunks of :func:`split_text`, one at a time (no list of a whole corpus in memory)."""
+    end = 0
+    for m in _compiled(pattern).finditer(text):
         if m.start() > end:
-            chunks.append(text[end : m.start()])
+            yield text[end : m.start()]
         if m.end() > m.start():
-            chunks.append(m.group())
+            yield m.group()
         end = m.end()
     if end < len(text):
-        chunks.append(text[end:])
-    return chunks
+        yield text[end:]
 
 
 _PATTERNS: dict[str, regex.Pattern] = {}
@@ -325,7 +328,7 @@ class Tokenizer:
             _check_text(doc, "each document")
             _utf8(doc)  # lone surrogates -> ValueError
             for piece in cutter.split(doc) if specials else (doc,):
-                counts.update(split_text(piece, pattern))
+                counts.update(iter_chunks(piece, pattern))
         merges, vocab = _learn_merges(counts, vocab_size - len(specials), progress=progress)
         special_ids = {s: len(vocab) + i for i, s in enumerate(specials)}
         return cls(merges, special_ids, pattern)
@@ -400,7 +403,7 @@ class Tokenizer:
         _utf8(text)
         out: list[int] = []
         enc = self._encode_chunk
-        for chunk in split_text(text, self.pattern):
+        for chunk in iter_chunks(text, self.pattern):
             out.extend(enc(chunk))
         return out
 
@@ -611,6 +614,7 @@ __all__ = [
     "Tokenizer",
     "bytes_to_unicode",
     "count_pairs",
+    "iter_chunks",
     "load",
     "merge_pair",
     "split_text",

@@ -46,8 +46,8 @@ import sys
 if "google.colab" in sys.modules:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "nanoseek[hf] @ git+https://github.com/nanoseek/nanoseek@main"], check=True)
 
-import collections
 import json
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -86,14 +86,21 @@ CFG
 
 # %% [markdown]
 # ## Why bytes
-# Text is a sequence of Unicode **code points (码位)**: `"猫"` is one, U+732B. There are about 150,000 assigned
-# code points, and any of them can show up (an emoji, a rare surname, a math symbol), so a vocabulary of
-# characters is either huge or needs an "unknown" token that loses information. **UTF-8 (UTF-8 编码)**
-# writes every code point as 1 to 4 bytes: ASCII letters take one byte, Chinese characters three, most emoji
-# four. A vocabulary that starts from the 256 byte values can spell *any* string, with no unknown token:
-# that is why GPT-2 {cite}`radford2019language`, Llama 3, Qwen and DeepSeek all tokenize bytes.
+# Text is a sequence of Unicode **code points (码位)**: `"猫"` is one, U+732B. Well over a hundred thousand
+# characters are assigned (counted below), and any of them can show up (an emoji, a rare surname, a math
+# symbol), so a vocabulary of characters is either huge or needs an "unknown" token that loses information.
+# **UTF-8 (UTF-8 编码)** writes every code point as 1 to 4 bytes: ASCII letters take one byte, Chinese
+# characters three, most emoji four. A vocabulary that starts from the 256 byte values can spell *any* string,
+# with no unknown token: that is why GPT-2 {cite}`radford2019language`, Llama 3, Qwen and DeepSeek all
+# tokenize bytes.
 
 # %%
+import unicodedata
+
+assigned = sum(unicodedata.category(chr(c)) not in ("Cn", "Co", "Cs") for c in range(0x110000))
+print(f"Unicode {unicodedata.unidata_version}: {assigned:,} assigned characters "
+      "(not counting private-use and surrogate code points)")
+assert assigned > 100_000
 for s in ["cat", "猫", "Lily found a ball.", "莉莉找到了一个球。", "🙂", "e\u0301"]:
     b = s.encode("utf-8")
     print(f"{s!r:24} {len(s):3} code points -> {len(b):3} bytes: {b.hex(' ')}")
@@ -125,10 +132,11 @@ print(val["zh"][:120])
 # want. Byte-level BPE applies this to UTF-8 bytes {cite}`radford2019language,wang2020neural`.
 #
 # ## Pre-tokenization: where merges may not cross
-# Without a rule, BPE would learn tokens like `"dog."` and `"dog!"` and `"g. The"`. So text is first split
-# into chunks by a regular expression, the **pre-tokenization (预分词)**, and merges never cross a chunk
-# boundary. We use GPT-4's split pattern: contractions, a run of letters with at most one leading non-letter
-# (usually the space), runs of 1–3 digits, punctuation, and whitespace.
+# Without a rule, BPE would also learn tokens that glue a word to the space or punctuation after it (we
+# measure it below, once we have a fast trainer). So text is first split into chunks by a regular expression,
+# the **pre-tokenization (预分词)**, and merges never cross a chunk boundary. We use GPT-4's split pattern:
+# contractions, a run of letters with at most one leading non-letter (usually the space), runs of 1–3 digits,
+# punctuation, and whitespace.
 
 # %%
 from nanoseek.tokenizer import GPT2_SPLIT_PATTERN, GPT4_SPLIT_PATTERN, split_text
@@ -205,11 +213,11 @@ table(["rank", "pair", "new token", "bytes"],
       [[r, f"{show_token(inline_vocab[a])} + {show_token(inline_vocab[b])}", new, show_token(inline_vocab[new])]
        for r, (a, b, new) in enumerate(inline_merges[:15])])
 
-# %% [markdown]
-# On this mixed text the first merges join the first two bytes of the most common Chinese characters (shown
-# in hex: two bytes of a three-byte character are not text yet), and the next merge completes them with the
-# third byte (`。`, `，`, `一`, `了`); English pairs such as `he` and ` a` come soon after. (Our inline version assumes each merge spells a new string; the package also handles the rare
-# case of two merges spelling the same bytes, as `tokenizers` does, by reusing the id.)
+# %% On this mixed text the first merges join the first two bytes of the most common Chinese [markdown]
+# characters (shown in hex: two bytes of a three-byte character are not text yet), and the next merge
+# completes them with the third byte (`。`, `，`, `一`, `了`); English pairs such as `he` and ` a` come soon
+# after. (Our inline version assumes each merge spells a new string; the package also handles the rare case of
+# two merges spelling the same bytes, as `tokenizers` does, by reusing the id.)
 #
 # ## The package version
 # Recounting every pair of the whole text for every merge costs (text length × number of merges). The
@@ -247,6 +255,24 @@ table(["trainer", f"{len(naive_merges)} merges on {len(speed_text.encode()):,} b
 assert t_naive > 5 * t_fast
 
 # %% [markdown]
+# With a fast trainer we can also check what pre-tokenization buys. Train on the same text with a pattern
+# that makes each document a single chunk, and count the learned tokens that the GPT-4 pattern would have
+# cut in two (a word with the space after it, a character with its punctuation):
+
+# %%
+def crosses_chunks(b: bytes) -> bool:
+    return len(split_text(b.decode("utf-8", errors="ignore"))) > 1
+
+
+no_split = T.train(speed_text, CFG["speed_vocab"], pattern=r"[\s\S]+")
+crossing = {name: [t.vocab[new] for _, _, new in t.merges if crosses_chunks(t.vocab[new])]
+            for name, t in [("GPT-4 pattern", fast), ("no pre-tokenization", no_split)]}
+for name, found in crossing.items():
+    print(f"{name:20}: {len(found):3} of {len(fast.merges)} learned tokens span two chunks, e.g.",
+          [b.decode("utf-8", "replace") for b in found[:8]])
+assert not crossing["GPT-4 pattern"] and len(crossing["no pre-tokenization"]) >= 5
+
+# %% [markdown]
 # ## Training on the stories
 # Now the real thing: a vocabulary of `CFG["vocab_size"]` tokens (256 bytes, the merges, and our special
 # tokens, which get the last ids) on the whole training split, both languages.
@@ -256,7 +282,7 @@ t0 = time.perf_counter()
 tok = T.train(train_text, CFG["vocab_size"], special_tokens=SPECIALS, progress=True)
 t_train = time.perf_counter() - t0
 print(tok, f"trained in {t_train:.1f} s")
-assert len(tok) == CFG["vocab_size"]
+assert len(tok) <= CFG["vocab_size"]  # smaller only if the text ran out of pairs to merge
 
 # %% [markdown]
 # The merges learned first are the most frequent pairs of the corpus; the last ones are whole words and,
@@ -375,12 +401,12 @@ assert cost["en"][0] == sum(len(e.encode()) for e, _ in PAIRS)  # 256 tokens = r
 assert cost["zh"][-1] < cost["zh"][0] / 3  # merges cut Chinese by more than 3x
 assert cost["zh val"][-1] / cost["zh val"][0] < cost["en val"][-1] / cost["en val"][0]  # and more than English
 
-# %% [markdown]
-# With bytes only, the Chinese sentences are about as long in tokens as the English ones although they have
-# a third of the characters: each character is three tokens. The first merges fix exactly that, so Chinese
-# gains more from a larger vocabulary than English does (the last assert above). How a real tokenizer
-# splits its vocabulary between languages is a choice about its training data: DeepSeek-V3 changed its tokenizer's training data and pre-tokenizer "to
-# optimize multilingual compression efficiency" {cite}`deepseekv3`.
+# %% With bytes only, the Chinese sentences are about as long in tokens as the English ones [markdown]
+# although they have a third of the characters: each character is three tokens. The first merges fix exactly
+# that, so Chinese gains more from a larger vocabulary than English does (the last assert above). How a real
+# tokenizer splits its vocabulary between languages is a choice about its training data: DeepSeek-V3 changed
+# its tokenizer's training data and pre-tokenizer "to optimize multilingual compression efficiency"
+# {cite}`deepseekv3`.
 #
 # ## Against the `tokenizers` library
 # The Hugging Face `tokenizers` library (Rust) has a BPE trainer. Configured like ours (same split regex,
@@ -395,7 +421,8 @@ hf.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(GPT4_SPLI
                                             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
 hf.decoder = decoders.ByteLevel()
 t0 = time.perf_counter()
-hf.train_from_iterator([train_text], trainers.BpeTrainer(
+stories = re.split(r"(?<=\n\n)", train_text)  # one piece per story, each keeps its "\n\n" (saves memory)
+hf.train_from_iterator(stories, trainers.BpeTrainer(
     vocab_size=CFG["vocab_size"], special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     show_progress=False))
 t_hf = time.perf_counter() - t0
