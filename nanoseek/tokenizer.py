@@ -588,6 +588,11 @@ class Tokenizer:
         if chat_template is not None:
             fast.chat_template = chat_template
         fast.save_pretrained(str(directory))
+        # transformers 5 writes its new class name; the old one loads the same tokenizer.json in 4.x and 5.x
+        config_path = directory / "tokenizer_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         self.save(directory / "nanoseek_tokenizer.json")
         return directory
 

@@ -309,6 +309,14 @@ def test_export_to_transformers_same_ids(tok, tmp_path):
         assert hf.encode(text, add_special_tokens=False) == ours, text
         assert hf.decode(ours) == text
     assert Tokenizer.load(tmp_path / "hf" / "nanoseek_tokenizer.json") == tok
+    # a chat template travels with it
+    template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
+    tok.save_pretrained(tmp_path / "chat", chat_template=template, eos_token=EOT, pad_token=EOT)
+    chat = AutoTokenizer.from_pretrained(str(tmp_path / "chat"))
+    rendered = chat.apply_chat_template([{"role": "user", "content": "你好"}], tokenize=False)
+    assert rendered == f"{USER}你好"
+    assert chat.encode(rendered, add_special_tokens=False) == [tok.special_id(USER)] + tok.encode("你好")
+    assert chat.pad_token_id == tok.special_id(EOT)
     with pytest.raises(KeyError, match="<\\|bos\\|>"):
         tok.save_pretrained(tmp_path / "bad", bos_token="<|bos|>")
 
