@@ -27,8 +27,8 @@
 #
 # | scale | what is trained | runs on | time | memory |
 # | --- | --- | --- | --- | --- |
-# | `tiny` (default) | 4,096-token vocabulary on 1.9 MB of stories (English + Chinese) | 2-core laptop CPU | about 35 s | < 1 GB |
-# | `full` (`NANOSEEK_SCALE=full`) | 32,768-token vocabulary on about 100 MB of stories | CPU-bound (no GPU needed) | not measured yet | not measured yet |
+# | `tiny` (default) | 4,096-token vocabulary on 1.9 MB of stories (English + Chinese) | 2-core laptop CPU | about 35 s | 0.5 GB |
+# | `full` (`NANOSEEK_SCALE=full`) | 32,768-token vocabulary on 95 MB of stories | CPU-bound (no GPU needed) | 85 s of CPU time (6 min wall on a busy shared 2-core CPU) | 1.2 GB |
 #
 # **What you will learn**
 # - why modern tokenizers work on UTF-8 bytes, and what that costs Chinese text before any training;
@@ -531,7 +531,7 @@ table(["", "paper", "ours (measured above)"], [
     ["numbers", "split into single digits (DeepSeek LLM)", f"GPT-4 regex, chunks of up to 3 digits: `3141592` → "
      f"{digit_chunks} → tokens {digits}"],
     ["CJK and punctuation", "kept apart by the pre-tokenizer (DeepSeek LLM)",
-     f"{punct_cjk} learned tokens join CJK punctuation and Chinese, e.g. `{piece(tok.encode('！蜡笔')[0])}`"],
+     f"{punct_cjk:,} learned tokens join CJK punctuation and Chinese, e.g. `{piece(tok.encode('！蜡笔')[0])}`"],
     ["punctuation + line breaks", "combined tokens in V3's pre-tokenizer", "GPT-4 regex lets punctuation take line breaks: "
      + ", ".join(f"`{piece(i)}`" for i in tok.encode("The end.\n\n")[-1:])],
 ])
