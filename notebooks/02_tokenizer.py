@@ -213,7 +213,8 @@ table(["rank", "pair", "new token", "bytes"],
       [[r, f"{show_token(inline_vocab[a])} + {show_token(inline_vocab[b])}", new, show_token(inline_vocab[new])]
        for r, (a, b, new) in enumerate(inline_merges[:15])])
 
-# %% On this mixed text the first merges join the first two bytes of the most common Chinese [markdown]
+# %% [markdown]
+# On this mixed text the first merges join the first two bytes of the most common Chinese
 # characters (shown in hex: two bytes of a three-byte character are not text yet), and the next merge
 # completes them with the third byte (`。`, `，`, `一`, `了`); English pairs such as `he` and ` a` come soon
 # after. (Our inline version assumes each merge spells a new string; the package also handles the rare case of
@@ -401,7 +402,8 @@ assert cost["en"][0] == sum(len(e.encode()) for e, _ in PAIRS)  # 256 tokens = r
 assert cost["zh"][-1] < cost["zh"][0] / 3  # merges cut Chinese by more than 3x
 assert cost["zh val"][-1] / cost["zh val"][0] < cost["en val"][-1] / cost["en val"][0]  # and more than English
 
-# %% With bytes only, the Chinese sentences are about as long in tokens as the English ones [markdown]
+# %% [markdown]
+# With bytes only, the Chinese sentences are about as long in tokens as the English ones
 # although they have a third of the characters: each character is three tokens. The first merges fix exactly
 # that, so Chinese gains more from a larger vocabulary than English does (the last assert above). How a real
 # tokenizer splits its vocabulary between languages is a choice about its training data: DeepSeek-V3 changed
