@@ -16,12 +16,13 @@
 # %% [markdown]
 # # Chapter 2: A byte-level BPE tokenizer
 #
-# A language model never sees text: it sees integers. The **tokenizer (分词器)** decides which integers, and
-# that decision sets how long every sequence is, how much a Chinese sentence costs against an English one,
-# and what the model can and cannot spell. DeepSeek-V3 uses a **byte-level BPE (字节级 BPE, BBPE)** tokenizer
-# with a 128K vocabulary {cite}`deepseekv3`. In this chapter we build one: from UTF-8 bytes, through the
-# byte-pair-encoding algorithm written inline, to the package's fast trainer that learns the same merges as
-# Hugging Face `tokenizers`, with special tokens, save/load, and an export that `transformers` loads.
+# A language model never sees text: it sees integers, the ids of **tokens (词元)**. The **tokenizer (分词器)**
+# decides which integers, and that decision sets how long every sequence is, how much a Chinese sentence costs
+# against an English one, and what the model can and cannot spell. DeepSeek-V3 uses a **byte-level BPE (字节级
+# BPE, BBPE)** tokenizer with a 128K vocabulary {cite}`deepseekv3`. In this chapter we build one: from UTF-8
+# bytes, through the byte-pair-encoding algorithm written inline, to the package's fast trainer that learns
+# the same merges as Hugging Face `tokenizers`, with special tokens, save/load, and an export that
+# `transformers` loads.
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nanoseek/nanoseek/blob/main/notebooks/02_tokenizer.ipynb)
 #
@@ -541,12 +542,12 @@ assert digit_chunks == ["314", "159", "2"] and len(digits) >= 3
 
 # %% [markdown]
 # The difference in size is scale: a 128K vocabulary serves trillions of tokens in many languages, while our
-# 4K vocabulary already runs out of useful merges on these repetitive stories (its last merges are whole
-# phrases). DeepSeek LLM {cite}`bi2024deepseek` splits numbers into digits and keeps CJK apart from
-# punctuation; our GPT-4 pattern does neither, which the table shows. DeepSeek-V3 {cite}`deepseekv3` adds
-# tokens that join punctuation with line breaks (like our `".\n\n"`) and notes the **token boundary bias**
-# they cause for prompts that end without a line break, which it counters by randomly splitting such tokens
-# during training {cite}`lundberg2023art`.
+# small vocabulary already spends its last merges on whole phrases of these repetitive stories. DeepSeek LLM
+# {cite}`bi2024deepseek` splits numbers into digits and keeps CJK apart from punctuation; our GPT-4 pattern
+# does neither, which the table shows. DeepSeek-V3 {cite}`deepseekv3` adds tokens that join punctuation with
+# line breaks (like our `".\n\n"`) and notes the **token boundary bias (词元边界偏差)** {cite}`lundberg2023art`
+# they cause for prompts that end without a line break, which it counters by randomly splitting a share of
+# such tokens during training.
 #
 # ## Summary
 # - UTF-8 bytes are a universal alphabet: 256 base tokens spell every string; Chinese costs 3 bytes a character.
