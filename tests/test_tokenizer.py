@@ -286,7 +286,7 @@ def test_same_merges_as_tokenizers_trainer(tok):
 
 
 @given(st.text(st.sampled_from(list("ab c\n") + ["ä", "中"]), min_size=1, max_size=120), st.integers(260, 300))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 def test_same_merges_as_tokenizers_trainer_on_adversarial_text(text, vocab_size):
     """Small alphabets force ties, overlaps and two merges spelling the same bytes."""
     from nanoseek.tokenizer import bytes_to_unicode
@@ -322,7 +322,7 @@ def test_export_to_transformers_same_ids(tok, tmp_path):
 
 
 @given(TEXT)
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True)  # deterministic in CI: two regex engines meet here
 def test_tokenizers_parity_property(tok, s):
     hf = _hf(tok)
     assert hf.encode(s, add_special_tokens=False).ids == tok.encode(s, allowed_special="all")
