@@ -333,3 +333,30 @@ def write_jsonl(rows: list[dict], path: str | Path) -> Path:
     path.write_text("".join(json.dumps(r, sort_keys=True, ensure_ascii=False) + "\n" for r in rows),
                     encoding="utf-8")
     return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Files for `python -m minids.build` (entry "reasoning"): small committed samples at tiny, larger at full.
+# ---------------------------------------------------------------------------------------------------------
+SIZES = {  # (task, options, {split: n at tiny}); full multiplies train by FULL_FACTOR
+    "arith2": ("arithmetic", {"digits": 2, "ops": "+"}, {"train": 1000, "test": 200}),
+    "arith4": ("arithmetic", {"digits": 4, "ops": "+-*", "min_digits": 2}, {"train": 1000, "test": 200}),
+    "countdown": ("countdown", {}, {"train": 150, "test": 50}),
+    "kk": ("knights_knaves", {}, {"train": 300, "test": 100}),
+}
+FULL_FACTOR = 20
+
+
+def build_files(scale: str, seed: int) -> dict[str, str]:
+    """{file name: jsonl text} of every task and split at `scale` (the `minids.build` entry point)."""
+    if scale not in ("tiny", "full"):
+        raise ValueError(f"scale={scale!r} is not one of ('tiny', 'full')")
+    files = {}
+    for name, (task, opts, sizes) in SIZES.items():
+        for split, n in sizes.items():
+            n = n * FULL_FACTOR if scale == "full" and split == "train" else n
+            rows = generate(split, n, seed, task=task, **opts)
+            files[f"reasoning_{name}_{split}.jsonl"] = "".join(
+                json.dumps({k: v for k, v in r.items() if k != "key"}, sort_keys=True, ensure_ascii=False) + "\n"
+                for r in rows)
+    return files

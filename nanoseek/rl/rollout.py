@@ -75,7 +75,8 @@ def sample(model: torch.nn.Module, prompt: torch.Tensor, max_new_tokens: int, eo
     model.eval()
     B, P = prompt.shape
     dev = prompt.device
-    cache = model.new_cache(B, P + max_new_tokens) if (use_cache and _supports_cache(model)) else None
+    # the last sampled token is never fed back, so the cache needs P + max_new_tokens - 1 positions
+    cache = model.new_cache(B, P + max_new_tokens - 1) if (use_cache and _supports_cache(model)) else None
     tokens, logps, masks = [], [], []
     alive = torch.ones(B, dtype=torch.bool, device=dev)  # (B,) still generating
     seq = prompt

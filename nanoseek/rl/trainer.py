@@ -193,7 +193,7 @@ def train_rl(policy: torch.nn.Module, task: Task, cfg: RLConfig, eval_rows: Sequ
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(policy.parameters(), cfg.grad_clip)
                     opt.step()
-                    st["loss"] = float(loss)
+                    st["loss"] = float(loss.detach())
                     if critic is not None:
                         v = response_values(critic, prompt, response)
                         vloss, vst = value_loss(v, ro.extras["values"][idx], ro.extras["returns"][idx], mask,
