@@ -67,3 +67,52 @@ def addition_task(vocab: TaskVocab, digits: int = 2, format_weight: float = 0.1)
     return Task(train_rows=lambda n, seed: arithmetic("train", n, seed, digits=digits, ops="+"),
                 prompt_fn=lambda row: row["prompt"], reward_fn=reward, accuracy_fn=arithmetic_reward,
                 encode=vocab.encode, decode=vocab.decode, eos_id=vocab.eos_id, pad_id=vocab.pad_id)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The `full` path: the same loop on a real instruct model with its own tokenizer and chat template.
+# ---------------------------------------------------------------------------------------------------------
+R1_SYSTEM = ("You are a helpful assistant. You first think about the reasoning process in the mind and then "
+             "provide the user with the answer.")
+R1_INSTRUCTION = ("Show your work in <think> </think> tags, and return the final answer in <answer> </answer> "
+                  "tags, for example <answer> {example} </answer>.")
+ASSISTANT_START = "Let me solve this step by step.\n<think>"
+EXAMPLES = {"arithmetic": "1234", "countdown": "(1 + 2) / 3", "knights_knaves": "Alice is a knight, Bob is a knave"}
+
+
+def r1_question(row: dict) -> str:
+    """The user message for a minids reasoning row, with R1-Zero's format instruction."""
+    task = row.get("task")
+    if task not in EXAMPLES:
+        raise KeyError(f"row task={task!r} is not one of {tuple(EXAMPLES)}")
+    question = f"What is {row['prompt'].rstrip('=')}?" if task == "arithmetic" else row["prompt"]
+    return f"{question} {R1_INSTRUCTION.format(example=EXAMPLES[task])}"
+
+
+def r1_chat_prompt(tokenizer, row: dict) -> str:
+    """System + user turn through the tokenizer's chat template, then the assistant's turn opened with
+    ``<think>`` (as TinyZero does), so the response continues inside the thinking block."""
+    messages = [{"role": "system", "content": R1_SYSTEM}, {"role": "user", "content": r1_question(row)}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return text + ASSISTANT_START
+
+
+def hf_task(tokenizer, task: str = "countdown", format_weight: float = 0.1, **task_options) -> Task:
+    """A `Task` for a transformers tokenizer (Qwen2.5-Instruct on Colab; a tiny local one in the tests).
+    The prompt ends with ``<think>``, so rewards see ``"<think>" + response``."""
+    from minids.reasoning import generate
+
+    from nanoseek.rl.rewards import accuracy_reward
+
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    if eos is None:
+        raise ValueError("the tokenizer has no eos_token_id; set tokenizer.eos_token first")
+    return Task(
+        train_rows=lambda n, seed: generate("train", n, seed, task=task, **task_options),
+        prompt_fn=lambda row: r1_chat_prompt(tokenizer, row),
+        reward_fn=lambda text, row: r1_reward("<think>" + text, row, format_weight),
+        accuracy_fn=lambda text, row: accuracy_reward("<think>" + text, row),
+        encode=lambda text: tokenizer.encode(text, add_special_tokens=False),
+        decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True),
+        eos_id=eos, pad_id=pad)
