@@ -13,13 +13,10 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from minids.reasoning import arithmetic  # noqa: E402
 from nanoseek.interop import from_hf, to_hf  # noqa: E402
+from nanoseek.rl.hf import load_policy, tiny_chat_tokenizer, tiny_random_qwen2  # noqa: E402
 from nanoseek.rl.rollout import sequence_logprobs  # noqa: E402
 from nanoseek.rl.tasks import hf_task, r1_chat_prompt  # noqa: E402
 from nanoseek.rl.trainer import RLConfig, train_rl  # noqa: E402
-
-CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -32,33 +29,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
-
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    corpus = [r["prompt"] + r["answer"] for r in arithmetic("train", 200, 0, digits=3)] + [
-        "You are a helpful assistant. Show your work in <think> </think> tags, and return the final answer "
-        "in <answer> </answer> tags. What is Let me solve this step by step. system user assistant"] * 5
-    tok.train_from_iterator(corpus, trainer)
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
-                                                pad_token="<|endoftext|>")
-    fast.chat_template = CHAT_TEMPLATE
-    return fast
-
-
-def tiny_qwen(vocab_size: int):
-    torch.manual_seed(0)
-    cfg = transformers.Qwen2Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                                   tie_word_embeddings=True)
-    hf = transformers.Qwen2ForCausalLM._from_config(cfg, attn_implementation="eager").eval()
-    with torch.no_grad():
-        for p in hf.parameters():  # every weight random, norms and biases too
-            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if p.dim() == 1 and p.shape[0] == 32 else 0.0))
-    return hf
+    return tiny_chat_tokenizer()
 
 
 def test_prompt_ends_inside_think(tokenizer):
@@ -69,7 +40,7 @@ def test_prompt_ends_inside_think(tokenizer):
 
 
 def test_grpo_on_tiny_random_qwen2_and_export(tokenizer):
-    hf = tiny_qwen(len(tokenizer))
+    hf = tiny_random_qwen2(len(tokenizer))
     policy = from_hf(hf, max_seq_len=256)
     task = hf_task(tokenizer, "arithmetic", digits=2)
     rows = task.train_rows(2, 0)
@@ -93,3 +64,9 @@ def test_grpo_on_tiny_random_qwen2_and_export(tokenizer):
     idx = torch.cat([prompt, response], 1)
     with torch.no_grad():
         torch.testing.assert_close(back(idx).logits, policy(idx)[0], atol=1e-4, rtol=1e-4)
+
+
+def test_load_policy_without_a_name_is_the_tiny_random_qwen2():
+    policy, tok = load_policy(None)
+    assert type(policy).__name__ == "Decoder" and policy.config.vocab_size == len(tok)
+    assert policy.config.tie_embeddings and policy.config.qkv_bias
