@@ -49,7 +49,7 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, agg: str = "seq",
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """Schulman's k3 estimator of KL(pi || pi_ref) from samples of pi, per token:
-    exp(ref - logp) - (ref - logp) - 1. Unbiased, never negative, and low variance. Shapes broadcast."""
+    exp(ref - logp) - (ref - logp) - 1. Unbiased and never negative (unlike k1 = logp - ref). Shapes broadcast."""
     log_ratio = ref_logp - logp
     return torch.exp(log_ratio) - log_ratio - 1.0
 
