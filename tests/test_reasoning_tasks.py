@@ -75,3 +75,19 @@ def test_bad_arguments_name_the_value():
         R.knights_knaves("train", 3, people=9)
     with pytest.raises(ValueError, match="too small"):
         R.arithmetic("test", 50, digits=1)  # 1-digit sums have 100 problems, ~10 of them in test
+
+
+def test_committed_tiny_jsonl_reproduce_byte_for_byte():
+    import json
+
+    from minids import build
+
+    files = R.build_files("tiny", build.get_entry("reasoning").seed)
+    committed = json.loads((build.HERE / "MANIFEST.json").read_text(encoding="utf-8"))
+    rows = [row for row in committed["files"] if row["name"] == "reasoning"]
+    assert {row["file"] for row in rows} == {f"tiny/{name}" for name in files}
+    for row in rows:
+        on_disk = (build.HERE / row["file"]).read_bytes()
+        assert on_disk == files[row["file"].split("/", 1)[1]].encode("utf-8"), row["file"]
+        first = json.loads(on_disk.decode("utf-8").splitlines()[0])
+        assert R.verify(first, first["answer"])

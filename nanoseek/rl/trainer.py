@@ -158,21 +158,27 @@ def train_rl(policy: torch.nn.Module, task: Task, cfg: RLConfig, eval_rows: Sequ
                           cfg.max_new_tokens, task.eos_id, task.pad_id, task.reward_fn, cfg.temperature,
                           None, gen)
         t_rollout = time.perf_counter() - t0
-        # Fixed quantities of this batch: old and reference log-probs, advantages (and values for PPO).
+        # Fixed quantities of this batch: old and reference log-probs, advantages (and values for PPO),
+        # computed in the same minibatches as the updates (full-vocabulary logits of a whole batch can be
+        # larger than the model).
         for ro in batches:
+            chunks = list(torch.arange(ro.response.shape[0], device=dev).chunk(cfg.minibatches))
             with torch.no_grad():
-                ro.extras["old_logp"] = sequence_logprobs(policy, ro.prompt, ro.response, cfg.temperature)
-                ro.extras["ref_logp"] = (sequence_logprobs(ref, ro.prompt, ro.response, cfg.temperature)
+                ro.extras["old_logp"] = torch.cat([sequence_logprobs(policy, ro.prompt[c], ro.response[c],
+                                                                     cfg.temperature) for c in chunks])
+                ro.extras["ref_logp"] = (torch.cat([sequence_logprobs(ref, ro.prompt[c], ro.response[c],
+                                                                      cfg.temperature) for c in chunks])
                                          if ref is not None else None)
                 if cfg.algo == "ppo":
-                    values = response_values(critic, ro.prompt, ro.response)
-                    tok_rewards = kl_shaped_rewards(ro.rewards, ro.extras["old_logp"], ro.extras["ref_logp"],
-                                                    ro.mask, cfg.beta)
+                    values = torch.cat([response_values(critic, ro.prompt[c], ro.response[c]) for c in chunks])
+                    tok_rewards = kl_shaped_rewards(ro.rewards.to(dev), ro.extras["old_logp"],
+                                                    ro.extras["ref_logp"], ro.mask, cfg.beta)
                     adv, returns = gae(tok_rewards, values, ro.mask, cfg.gamma, cfg.lam)
-                    mu, sd = masked_mean(adv, ro.mask), masked_mean((adv - masked_mean(adv, ro.mask)) ** 2, ro.mask).sqrt()
+                    mu = masked_mean(adv, ro.mask)
+                    sd = masked_mean((adv - mu) ** 2, ro.mask).sqrt()
                     ro.extras.update(adv=(adv - mu) / (sd + 1e-8) * ro.mask, returns=returns, values=values)
                 else:
-                    ro.extras["adv"] = _advantages(cfg, ro)
+                    ro.extras["adv"] = _advantages(cfg, ro).to(dev)
         stats: dict[str, list[float]] = {}
         epochs = 1 if cfg.algo == "reinforce" else cfg.inner_epochs
         policy.train()
