@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
@@ -108,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     vocab = TaskVocab("0123456789+-=,")
     task = addition_task(vocab, digits=recipe["digits"])
     test_rows = arithmetic("test", recipe["eval_n"], 0, digits=recipe["digits"])
-    lines = [f"Scale `{scale}` (chapter 10's recipe), device `{dev}`."]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    lines = [f"Scale `{scale}` (chapter 10's recipe), device `{dev}`. CPU load average (1 min) at the start: "
+             f"{load:.1f} on {os.cpu_count()} cores (a shared machine inflates every time below)."]
 
     policy, sft_seconds = sft_policy(recipe, vocab, dev)
     n_params = sum(p.numel() for p in policy.parameters())
