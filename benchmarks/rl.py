@@ -43,7 +43,7 @@ RECIPES = {
     "full": dict(digits=3, eval_n=500,
                  model=dict(n_layer=4, n_embd=256, n_head=8, n_kv_head=2, intermediate_size=704, max_seq_len=64),
                  sft=dict(rows=20000, p_careful=0.3, steps=1500, batch_size=128, lr=1e-3),
-                 rl=dict(steps=60, prompts_per_step=32, group_size=8, max_new_tokens=40, lr=3e-5,
+                 rl=dict(steps=60, prompts_per_step=32, group_size=8, max_new_tokens=40, lr=5e-5,
                          inner_epochs=2, beta=0.04, eval_every=5),
                  compare_steps=20),
 }
@@ -160,6 +160,14 @@ def main(argv: list[str] | None = None) -> int:
               ", ".join(f"{x:.1f}" for x in g.metrics["length"]) + "; KL " +
               ", ".join(f"{x:.3f}" for x in g.metrics["kl"]) + "."]
 
+    if dev.type == "cuda":  # the full recipe's learning rate was not tuned on a GPU: record a small sweep
+        lines += ["", "## GRPO learning-rate sweep (full recipe)", "",
+                  "| lr | held-out accuracy at eval steps |", "| --- | --- |"]
+        for lr in (2e-5, 5e-5, 1e-4, 2e-4):
+            hist = train_rl(copy.deepcopy(policy), task, RLConfig(**{**rl, "lr": lr}), eval_rows=test_rows,
+                            progress=False)
+            lines.append(f"| {lr:g} | " + ", ".join(f"{s}: {a:.1%}" for s, a in zip(hist.eval_step,
+                                                                                   hist.eval["accuracy"])) + " |")
     if dev.type == "cuda" and not args.skip_qwen:
         lines += qwen_shaped(dev)
     name = "rl" if dev.type == "cpu" else "rl_cuda"

@@ -27,8 +27,8 @@
 #
 # | scale | policy | task | runs on | time | memory |
 # | --- | --- | --- | --- | --- | --- |
-# | `tiny` (default) | 2-layer, 64-wide decoder (0.1M parameters), character vocabulary | 2-digit addition | 2-core laptop CPU | about 2 minutes (measured in `make execute`) | < 1 GB |
-# | `full` (`NANOSEEK_SCALE=full`) | 4-layer, 256-wide decoder; then Qwen2.5-0.5B-Instruct | 3-digit addition; 3-digit + − × | one GPU (T4: slow; H200: see `benchmarks/results/rl.md`) | tens of minutes | < 16 GB |
+# | `tiny` (default) | 2-layer, 64-wide decoder (0.1M parameters), character vocabulary | 2-digit addition | 2-core CPU | 144–154 s measured on a shared 2-core CPU (load ≈ 10), of which 41 s CPU time | < 1 GB |
+# | `full` (`NANOSEEK_SCALE=full`) | 4-layer, 256-wide decoder; then Qwen2.5-0.5B-Instruct (fp32 weights, AdamW) | 3-digit addition; 3-digit + − × | one GPU with ≥ 24 GB (A100, L4, H200; a 16 GB T4 is too small for the Qwen section) | tens of minutes (H200 step times: `benchmarks/results/rl_cuda.md`) | ≈ 20 GB (estimate: fp32 weights, gradients, AdamW state and the reference copy alone are 10 GB) |
 #
 # **What you will learn**
 # - to write **rule rewards (规则奖励)** for format and accuracy that treat model output as hostile input;
@@ -81,7 +81,7 @@ CFG = pick(
     full=dict(threads=None, digits=3, eval_n=500, seed=0,
               model=dict(n_layer=4, n_embd=256, n_head=8, n_kv_head=2, intermediate_size=704, max_seq_len=64),
               sft=dict(rows=20000, p_careful=0.3, steps=1500, batch_size=128, lr=1e-3),
-              rl=dict(steps=60, prompts_per_step=32, group_size=8, max_new_tokens=40, lr=3e-5,
+              rl=dict(steps=60, prompts_per_step=32, group_size=8, max_new_tokens=40, lr=5e-5,
                       inner_epochs=2, beta=0.04, eval_every=5),
               compare_steps=20,
               qwen=dict(name="Qwen/Qwen2.5-0.5B-Instruct", task="arithmetic",
@@ -492,8 +492,11 @@ assert all(acc > start["accuracy"] for acc, _, _ in table.values())
 # | critic | PPO needs a value model as large as the policy | PPO trains 2× the parameters, and its step is slower (table above) | same conclusion, measured |
 
 # %%
+import resource  # peak memory of this process so far (Linux and macOS)
+
+peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform.startswith("linux") else 2**30)
 print(f"measured: held-out accuracy {start['accuracy']:.1%} (SFT) -> {end['accuracy']:.1%} (GRPO, "
-      f"{grpo_cfg.steps} steps, {grpo_seconds:.0f} s on this machine)")
+      f"{grpo_cfg.steps} steps, {grpo_seconds:.0f} s on this machine); peak process memory {peak_gib:.2f} GiB")
 
 # %% [markdown]
 # ## In the wild: the same loop on Qwen2.5-0.5B-Instruct
