@@ -15,6 +15,7 @@ import copy
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,12 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=1, help="CPU threads (tiny models are fastest on one)")
     ap.add_argument("--skip-qwen", action="store_true", help="on CUDA, skip the Qwen2.5-0.5B-shaped timing")
+    ap.add_argument("--smoke", action="store_true",
+                    help="a seconds-long check of every code path (the full-scale ones too) on any device; "
+                         "writes to a temporary folder, not benchmarks/results")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     if dev.type == "cpu":
         torch.set_num_threads(args.threads)
+    full = dev.type == "cuda" or args.smoke
     scale = "tiny" if dev.type == "cpu" else "full"
-    recipe = RECIPES[scale]
+    recipe = copy.deepcopy(RECIPES[scale])
+    if args.smoke:
+        recipe.update(eval_n=8, compare_steps=2)
+        recipe["sft"].update(rows=64, steps=3)
+        recipe["rl"].update(steps=2, prompts_per_step=2, eval_every=1)
     vocab = TaskVocab("0123456789+-=,")
     task = addition_task(vocab, digits=recipe["digits"])
     test_rows = arithmetic("test", recipe["eval_n"], 0, digits=recipe["digits"])
@@ -160,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
               ", ".join(f"{x:.1f}" for x in g.metrics["length"]) + "; KL " +
               ", ".join(f"{x:.3f}" for x in g.metrics["kl"]) + "."]
 
-    if dev.type == "cuda":  # the full recipe's learning rate was not tuned on a GPU: record a small sweep
+    if full:  # the full recipe's learning rate was not tuned on a GPU: record a small sweep
         lines += ["", "## GRPO learning-rate sweep (full recipe)", "",
                   "| lr | held-out accuracy at eval steps |", "| --- | --- |"]
         for lr in (2e-5, 5e-5, 1e-4, 2e-4):
@@ -168,40 +177,44 @@ def main(argv: list[str] | None = None) -> int:
                             progress=False)
             lines.append(f"| {lr:g} | " + ", ".join(f"{s}: {a:.1%}" for s, a in zip(hist.eval_step,
                                                                                    hist.eval["accuracy"])) + " |")
-    if dev.type == "cuda" and not args.skip_qwen:
-        lines += qwen_shaped(dev)
+    if full and not args.skip_qwen:
+        lines += qwen_shaped(dev, smoke=args.smoke)
     name = "rl" if dev.type == "cpu" else "rl_cuda"
-    path = write_result(name, "\n".join(lines), ROOT / "benchmarks" / "results")
+    out = Path(tempfile.mkdtemp()) if args.smoke else ROOT / "benchmarks" / "results"
+    path = write_result(name, "\n".join(lines), out)
     print(path.read_text())
     return 0
 
 
-def qwen_shaped(dev: torch.device) -> list[str]:
+def qwen_shaped(dev: torch.device, smoke: bool = False) -> list[str]:
     """Rollout and GRPO-step timing of a bf16 policy with Qwen2.5-0.5B's shapes (random weights)."""
     from nanoseek.rl.hf import tiny_chat_tokenizer
     from nanoseek.rl.tasks import hf_task
 
     torch.manual_seed(0)
+    shapes = {**QWEN25_05B, "n_layer": 2, "n_embd": 56, "intermediate_size": 64} if smoke else QWEN25_05B
     with torch.device(dev):
-        model = Decoder(DecoderConfig(**QWEN25_05B)).to(torch.bfloat16)
+        model = Decoder(DecoderConfig(**shapes)).to(torch.bfloat16)
     tok = tiny_chat_tokenizer()  # ids < 400: a valid subset of the real vocabulary; timing only
     task = hf_task(tok, "arithmetic", digits=3, ops="+-*")
     task.reward_fn = lambda text, row: float(len(text) % 2)  # random policy: give the loss something to do
-    cfg = RLConfig(steps=3, prompts_per_step=16, group_size=8, max_new_tokens=256, lr=1e-6, beta=0.04,
-                   inner_epochs=1, minibatches=8, eval_every=0)
+    n_new = 4 if smoke else 256
+    cfg = RLConfig(steps=3, prompts_per_step=2 if smoke else 16, group_size=8, max_new_tokens=n_new, lr=1e-6,
+                   beta=0.04, inner_epochs=1, minibatches=8, eval_every=0)
     n = sum(p.numel() for p in model.parameters())
     prompt = torch.tensor([task.encode(task.prompt_fn(r)) for r in task.train_rows(1, 0)] * 128, device=dev)
-    tps, sec = rollout_throughput(model, prompt, 256, -1, 0, dev, True, repeats=2)  # eos -1: full length
-    torch.cuda.reset_peak_memory_stats()
+    tps, sec = rollout_throughput(model, prompt, n_new, -1, 0, dev, True, repeats=2)  # eos -1: full length
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     hist = train_rl(model, task, cfg, progress=False)
-    peak = torch.cuda.max_memory_allocated() / 2**30
+    peak = torch.cuda.max_memory_allocated() / 2**30 if dev.type == "cuda" else float("nan")
     step_s = statistics.mean(hist.metrics["time_step"][1:])
     roll_s = statistics.mean(hist.metrics["time_rollout"][1:])
     return ["", "## Qwen2.5-0.5B shapes (random weights, bf16)", "",
-            f"{n / 1e6:.0f}M parameters; 128 sequences (prompt {prompt.shape[1]} tokens) x 256 new tokens.", "",
+            f"{n / 1e6:.0f}M parameters; 128 sequences (prompt {prompt.shape[1]} tokens) x {n_new} new tokens.", "",
             "| measure | value |", "| --- | ---: |",
             f"| rollout throughput, KV cache | {tps:,.0f} tokens/s ({sec:.1f} s / batch) |",
-            f"| GRPO step (16 prompts x 8, 1 epoch, 8 minibatches) | {step_s:.1f} s, of which rollout {roll_s:.1f} s |",
+            f"| GRPO step ({cfg.prompts_per_step} prompts x 8, 1 epoch, 8 minibatches) | {step_s:.1f} s, of which rollout {roll_s:.1f} s |",
             f"| peak GPU memory during RL | {peak:.1f} GiB |"]
 
 
