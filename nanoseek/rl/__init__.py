@@ -1,0 +1,1 @@
+"""Reinforcement learning for reasoning: rule rewards, advantages, PPO/GRPO losses, rollouts. (Chapter 10.)"""
