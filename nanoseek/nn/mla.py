@@ -54,6 +54,7 @@ class MLAConfig:
     softmax_scale: float | None = None  # None: (qk_nope_head_dim + qk_rope_head_dim) ** -0.5
     attention_bias: bool = False  # biases on q_a_proj, kv_a_proj and o_proj, as transformers' option
     mode: str = "naive"  # "naive" | "reexpand" | "absorbed"
+    decode_backend: str = "einsum"  # absorbed one-token steps: "einsum", "triton" or "auto" (see kernels)
 
     def __post_init__(self) -> None:
         for name in ("dim", "n_heads", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
@@ -69,6 +70,8 @@ class MLAConfig:
             raise ValueError(f"MLAConfig.rope_layout={self.rope_layout!r} is not one of {LAYOUTS}")
         if self.mode not in MODES:
             raise ValueError(f"MLAConfig.mode={self.mode!r} is not one of {MODES}")
+        if self.decode_backend not in ("einsum", "triton", "auto"):
+            raise ValueError(f"MLAConfig.decode_backend={self.decode_backend!r} is not 'einsum', 'triton' or 'auto'")
         if self.softmax_scale is not None and not self.softmax_scale > 0:
             raise ValueError(f"MLAConfig.softmax_scale must be > 0, got softmax_scale={self.softmax_scale}")
         if not self.rope_theta > 0:
@@ -270,6 +273,12 @@ class MLA(nn.Module):
         """Attention in latent space: W_UK folded into the query, W_UV applied after. Returns (B, T, H, v)."""
         w_uk, w_uv = self.w_uk_uv()  # (H, nope, c), (H, v, c)
         q_lat = torch.einsum("bthn,hnc->bthc", q_nope, w_uk)  # the query, moved into latent space
+        if q_lat.shape[1] == 1 and self.cfg.decode_backend != "einsum":  # one new token: the fused kernel
+            from nanoseek.kernels.mla_decode import mla_decode
+
+            o_lat = mla_decode(q_lat[:, 0], q_pe[:, 0], c_kv, k_pe, self.softmax_scale,
+                               backend=self.cfg.decode_backend)[:, None]  # (B, 1, H, c)
+            return torch.einsum("bthc,hvc->bthv", o_lat, w_uv)
         scores = (torch.einsum("bthc,bsc->bhts", q_lat, c_kv)
                   + torch.einsum("bthr,bsr->bhts", q_pe, k_pe)) * self.softmax_scale  # (B, H, T, S)
         T, S = scores.shape[-2:]
