@@ -98,20 +98,26 @@ if triton is not None:
     def _mla_decode_combine_kernel(
         O_PART, LSE_PART, OUT, num_splits,
         stride_ob, stride_os, stride_oh, stride_lb, stride_ls, stride_outb, stride_outh,
-        C: tl.constexpr, C_PAD: tl.constexpr, S_PAD: tl.constexpr,
+        C: tl.constexpr, C_PAD: tl.constexpr,
     ):
         b = tl.program_id(0)
         h = tl.program_id(1)
-        offs_s = tl.arange(0, S_PAD)
         offs_c = tl.arange(0, C_PAD)
-        mask_s = offs_s < num_splits
-        lse = tl.load(LSE_PART + b * stride_lb + offs_s * stride_ls + h, mask=mask_s, other=float("-inf"))
-        w = tl.exp2(lse - tl.max(lse, 0))  # (S_PAD,) weights of the chunks
-        w = w / tl.sum(w, 0)
-        o = tl.load(O_PART + b * stride_ob + offs_s[:, None] * stride_os + h * stride_oh + offs_c[None, :],
-                    mask=mask_s[:, None] & (offs_c[None, :] < C), other=0.0)
-        out = tl.sum(o * w[:, None], 0)
-        tl.store(OUT + b * stride_outb + h * stride_outh + offs_c, out.to(OUT.dtype.element_ty), mask=offs_c < C)
+        mask_c = offs_c < C
+        # the largest log-sum-exp first, then the weighted sum of the chunks: (C,) accumulators only
+        lse_ptr = LSE_PART + b * stride_lb + h
+        m = tl.load(lse_ptr)
+        for sp in range(1, num_splits):
+            m = tl.maximum(m, tl.load(lse_ptr + sp * stride_ls))
+        denom = m * 0.0
+        acc = tl.zeros([C_PAD], dtype=tl.float32)
+        for sp in range(0, num_splits):
+            w = tl.exp2(tl.load(lse_ptr + sp * stride_ls) - m)
+            o = tl.load(O_PART + b * stride_ob + sp * stride_os + h * stride_oh + offs_c, mask=mask_c, other=0.0)
+            denom += w
+            acc += w * o
+        tl.store(OUT + b * stride_outb + h * stride_outh + offs_c, (acc / denom).to(OUT.dtype.element_ty),
+                 mask=mask_c)
 
 
 def _default_splits(batch: int, head_blocks: int, seq_len: int, n_sm: int, min_chunk: int = 256) -> int:
@@ -171,7 +177,7 @@ def mla_decode_triton(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tenso
         o_part, lse_part, out, num_splits,
         o_part.stride(0), o_part.stride(1), o_part.stride(2), lse_part.stride(0), lse_part.stride(1),
         out.stride(0), out.stride(1),
-        C=C, C_PAD=C_PAD, S_PAD=max(2, triton.next_power_of_2(num_splits)), num_warps=4,
+        C=C, C_PAD=C_PAD, num_warps=4,
     )
     return out
 
