@@ -120,15 +120,16 @@ if triton is not None:
                  mask=mask_c)
 
 
-def _default_splits(batch: int, head_blocks: int, seq_len: int, n_sm: int, min_chunk: int = 256) -> int:
-    """Enough programs to fill the GPU about twice, but no chunk shorter than `min_chunk` tokens (each chunk
+def _default_splits(batch: int, head_blocks: int, seq_len: int, n_sm: int, min_chunk: int = 256,
+                    waves: int = 1) -> int:
+    """Enough programs to fill the GPU `waves` times, but no chunk shorter than `min_chunk` tokens (each chunk
     writes a partial (H, c) float32 result, so very short chunks cost more in partials than in cache reads)."""
-    want = max(1, (2 * n_sm) // max(1, batch * head_blocks))
+    want = max(1, (waves * n_sm) // max(1, batch * head_blocks))
     return max(1, min(want, math.ceil(seq_len / min_chunk)))
 
 
 # Launch settings (tuned on an H200 with DeepSeek-V3 shapes by benchmarks/mla_decode.py --tune).
-DEFAULTS = dict(block_h=64, block_n=32, num_warps=8, num_stages=2, min_chunk=256)
+DEFAULTS = dict(block_h=64, block_n=64, num_warps=8, num_stages=2, min_chunk=256, waves=1)
 
 
 def mla_decode_triton(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tensor, k_pe: torch.Tensor,
@@ -156,7 +157,7 @@ def mla_decode_triton(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tenso
     head_blocks = triton.cdiv(H, block_h)
     if num_splits is None:
         n_sm = torch.cuda.get_device_properties(q_lat.device).multi_processor_count if q_lat.is_cuda else 8
-        num_splits = _default_splits(B, head_blocks, S, n_sm, DEFAULTS["min_chunk"])
+        num_splits = _default_splits(B, head_blocks, S, n_sm, DEFAULTS["min_chunk"], DEFAULTS["waves"])
     split_len = triton.cdiv(triton.cdiv(S, num_splits), block_n) * block_n
     num_splits = triton.cdiv(S, split_len)  # no empty chunk
     o_part = torch.empty(B, num_splits, H, C, device=q_lat.device, dtype=torch.float32)
