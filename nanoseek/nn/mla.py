@@ -92,7 +92,7 @@ class MLAConfig:
 
 
 class MLACache:
-    """One layer's preallocated decode cache. ``length`` tokens are filled; ``append`` writes the next ones.
+    """One layer's preallocated decode cache. ``pos`` tokens are filled; ``append`` writes the next ones.
 
     ``kind == "kv"`` (mode naive): ``k`` (B, H, L, nope+rope) and ``v`` (B, H, L, v_head_dim).
     ``kind == "latent"`` (modes reexpand, absorbed): ``c_kv`` (B, L, kv_lora_rank) and ``k_pe`` (B, L, rope).
@@ -103,7 +103,7 @@ class MLACache:
             raise ValueError(f"MLACache kind={kind!r} is not 'kv' or 'latent'")
         self.kind = kind
         self.tensors = tensors
-        self.length = 0
+        self.pos = 0
         self.max_len = next(iter(tensors.values())).shape[-2 if kind == "kv" else 1]
 
     def __getattr__(self, name: str) -> torch.Tensor:
@@ -115,9 +115,9 @@ class MLACache:
     def append(self, **new: torch.Tensor) -> dict[str, torch.Tensor]:
         """Write T new tokens after the filled ones; return views of everything filled so far."""
         T = next(iter(new.values())).shape[-2 if self.kind == "kv" else 1]
-        if self.length + T > self.max_len:
-            raise ValueError(f"MLACache overflow: length {self.length} + {T} new tokens > max_len {self.max_len}")
-        start, end = self.length, self.length + T
+        if self.pos + T > self.max_len:
+            raise ValueError(f"MLACache overflow: {self.pos} cached + {T} new tokens > max_len={self.max_len}")
+        start, end = self.pos, self.pos + T
         out = {}
         for name, value in new.items():
             buf = self.tensors[name]
@@ -127,14 +127,21 @@ class MLACache:
             else:
                 buf[:, start:end] = value
                 out[name] = buf[:, :end]
-        self.length = end
+        self.pos = end
         return out
+
+    def reset(self) -> None:
+        self.pos = 0
 
     def nbytes(self) -> int:
         """Bytes the filled part of the cache holds."""
         per_token = sum(t[0].numel() // self.max_len * t.element_size() for t in self.tensors.values())
         batch = next(iter(self.tensors.values())).shape[0]
-        return per_token * batch * self.length
+        return per_token * batch * self.pos
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.tensors.items())
+        return f"MLACache(kind={self.kind!r}, {shapes}, pos={self.pos})"
 
 
 def _causal_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
@@ -163,9 +170,8 @@ class MLA(nn.Module):
         self.kv_b_proj = nn.Linear(c, H * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)  # W_UK, W_UV
         self.o_proj = nn.Linear(H * cfg.v_head_dim, cfg.dim, bias=bias)
         self.softmax_scale = cfg.softmax_scale if cfg.softmax_scale is not None else cfg.qk_head_dim ** -0.5
-        cos, sin = rope_cos_sin(r, cfg.max_seq_len, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, rope/2)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        # float32 RoPE tables (max_seq_len, rope/2), kept out of the state dict and out of .to(dtype)
+        self.set_rope_tables(*rope_cos_sin(r, cfg.max_seq_len, cfg.rope_theta))
         self.mode = cfg.mode
 
     # ----------------------------------------------------------------------------------------- pieces
@@ -192,7 +198,7 @@ class MLA(nn.Module):
         q = self.q_proj(x) if cfg.q_lora_rank is None else self.q_b_proj(self.q_a_norm(self.q_a_proj(x)))
         q = q.view(B, T, cfg.n_heads, cfg.qk_head_dim)
         q_nope, q_pe = q.split([cfg.qk_nope_head_dim, cfg.qk_rope_head_dim], dim=-1)
-        cos, sin = self._rope_tables(start, T)
+        cos, sin = self._rope_tables(start, T, x.device)
         q_pe = apply_rope(q_pe.transpose(1, 2), cos, sin, cfg.rope_layout).transpose(1, 2)
         return q_nope, q_pe
 
@@ -200,7 +206,7 @@ class MLA(nn.Module):
         """Normalized latent c_kv (B, T, c) and rotated shared key k_pe (B, T, rope): what MLA caches."""
         cfg = self.cfg
         c_kv, k_pe = self.kv_a_proj(x).split([cfg.kv_lora_rank, cfg.qk_rope_head_dim], dim=-1)
-        cos, sin = self._rope_tables(start, x.shape[1])
+        cos, sin = self._rope_tables(start, x.shape[1], x.device)
         return self.kv_a_norm(c_kv), apply_rope(k_pe, cos, sin, cfg.rope_layout)
 
     def expand(self, c_kv: torch.Tensor, k_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,16 +218,31 @@ class MLA(nn.Module):
         k = torch.cat([k_nope, k_pe[:, None].expand(B, cfg.n_heads, S, cfg.qk_rope_head_dim)], dim=-1)
         return k, v
 
-    def _rope_tables(self, start: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if start + T > self.rope_cos.shape[0]:
-            raise ValueError(f"position {start + T} exceeds MLAConfig.max_seq_len={self.rope_cos.shape[0]}")
-        return self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+    def set_rope_tables(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        """Replace the RoPE tables (e.g. by transformers' YaRN tables); both (max_seq_len, rope/2)."""
+        want = (self.cfg.max_seq_len, self.cfg.qk_rope_head_dim // 2)
+        if tuple(cos.shape) != want or tuple(sin.shape) != want:
+            raise ValueError(f"rope tables must be {want}, got cos {tuple(cos.shape)}, sin {tuple(sin.shape)}")
+        self._rope = {"cpu": (cos.detach().float().cpu(), sin.detach().float().cpu())}
+
+    def _rope_tables(self, start: int, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if start + T > self.cfg.max_seq_len:
+            raise ValueError(f"position {start + T} (start {start} + {T} new) exceeds "
+                             f"MLAConfig.max_seq_len={self.cfg.max_seq_len}")
+        key = str(device)
+        if key not in self._rope:
+            self._rope[key] = tuple(t.to(device) for t in self._rope["cpu"])
+        cos, sin = self._rope[key]
+        return cos[start:start + T], sin[start:start + T]
 
     # ----------------------------------------------------------------------------------------- cache
-    def new_cache(self, batch_size: int, max_len: int, device: torch.device | str | None = None,
+    def new_cache(self, batch_size: int, max_len: int | None = None, device: torch.device | str | None = None,
                   dtype: torch.dtype | None = None) -> MLACache:
         """An empty cache for this layer's current mode (per-head K/V for naive, latents otherwise)."""
         cfg = self.cfg
+        max_len = cfg.max_seq_len if max_len is None else max_len
+        if max_len > cfg.max_seq_len:
+            raise ValueError(f"cache max_len={max_len} exceeds MLAConfig.max_seq_len={cfg.max_seq_len}")
         if batch_size < 1 or max_len < 1:
             raise ValueError(f"new_cache needs batch_size >= 1 and max_len >= 1, got {batch_size}, {max_len}")
         device = self.kv_b_proj.weight.device if device is None else device
@@ -244,7 +265,7 @@ class MLA(nn.Module):
         want = "kv" if self.mode == "naive" else "latent"
         if cache is not None and cache.kind != want:
             raise ValueError(f"cache kind {cache.kind!r} does not fit mode {self.mode!r} (needs {want!r})")
-        start = 0 if cache is None else cache.length
+        start = 0 if cache is None else cache.pos
         q_nope, q_pe = self.queries(x, start)  # (B, T, H, nope), (B, T, H, rope)
         c_kv, k_pe = self.latents(x, start)  # (B, T, c), (B, T, rope)
         if self.mode == "naive":
