@@ -9,7 +9,9 @@ through the package's own code (`nanoseek.nn.mla.MLA`):
 - naive-cached: per-head keys and values cached (B, H, S, 192) + (B, H, S, 128), attended with SDPA;
 - latent-re-expanded: latent cache decompressed by `kv_b_proj` at every step, then SDPA;
 - absorbed-einsum: latent cache, W_UK folded into the query, W_UV applied after, plain einsums;
-- absorbed-Triton: the same with the fused flash-decoding kernel (`nanoseek.kernels.mla_decode`).
+- absorbed-Triton: the same with the fused flash-decoding kernel (`nanoseek.kernels.mla_decode`);
+- and, for scale, a GQA baseline with about the same cache: 128 query heads of dim 128 sharing 2 key/value
+  heads (512 cached numbers a token against MLA's 576), SDPA with `enable_gqa`.
 
 The new token's projections and cache write are left out (the same few small matmuls for every path).
 "Required bytes" is what the path must read at least: its cache, plus W_UK/W_UV (kv_b_proj) where it uses
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -106,7 +109,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.device != "cuda" or not torch.cuda.is_available():
         raise SystemExit("this benchmark measures a GPU: run it with --device cuda on a CUDA machine")
-    dev, dtype = torch.device("cuda"), torch.bfloat16
+    run(args, torch.device(args.device))
+
+
+def run(args, dev: torch.device) -> None:
+    dtype = torch.bfloat16
     torch.manual_seed(0)
     mla = MLA(MLAConfig(**V3)).to(dev, dtype).eval()
     cfg = mla.cfg
@@ -120,7 +127,7 @@ def main() -> None:
         for B in args.batches:
             tuned[B] = tune(mla, B, 8192, dev, dtype, notes)
     rows = []
-    paths = ("naive-cached", "latent-re-expanded", "absorbed-einsum", "absorbed-Triton")
+    paths = ("naive-cached", "latent-re-expanded", "absorbed-einsum", "absorbed-Triton", "GQA-2 baseline")
     Smax = max(args.contexts)
     for B in args.batches:
         if B in tuned:
@@ -135,17 +142,22 @@ def main() -> None:
             v_cache = torch.empty(B, H, Smax, vd, device=dev, dtype=dtype).normal_()
         except torch.cuda.OutOfMemoryError:
             k_cache = v_cache = None
+        kg_cache = torch.randn(B, 2, Smax, 128, device=dev, generator=g).to(dtype)
+        vg_cache = torch.randn(B, 2, Smax, 128, device=dev, generator=g).to(dtype)
+        q_g = torch.randn(B, H, 1, 128, device=dev, generator=g).to(dtype)
         for S in args.contexts:
             ckv, kpe = c_buf[:, :S], k_buf[:, :S]
             latent_bytes = B * S * (c + r) * 2
             need = {"naive-cached": B * H * S * (nope + r + vd) * 2, "latent-re-expanded": latent_bytes + w_bytes,
-                    "absorbed-einsum": latent_bytes + w_bytes, "absorbed-Triton": latent_bytes + w_bytes}
+                    "absorbed-einsum": latent_bytes + w_bytes, "absorbed-Triton": latent_bytes + w_bytes, "GQA-2 baseline": B * 2 * S * 256 * 2}
             fns = {
                 "naive-cached": (lambda: mla._attend_heads(q_nope, q_pe, k_cache[:, :, :S], v_cache[:, :, :S]))
                 if k_cache is not None else None,
                 "latent-re-expanded": lambda: mla._attend_heads(q_nope, q_pe, *mla.expand(ckv, kpe)),
                 "absorbed-einsum": lambda: _absorbed(mla, "einsum", q_nope, q_pe, ckv, kpe),
                 "absorbed-Triton": lambda: _absorbed(mla, "triton", q_nope, q_pe, ckv, kpe),
+                "GQA-2 baseline": lambda: F.scaled_dot_product_attention(
+                    q_g, kg_cache[:, :, :S], vg_cache[:, :, :S], enable_gqa=True),
             }
             row = dict(batch=B, context=S)
             with torch.no_grad():
@@ -172,7 +184,7 @@ def main() -> None:
             row["kernel TFLOP/s"] = 2 * B * H * S * (2 * c + r) / (kern_ms * 1e-3) / 1e12
             rows.append(row)
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-        del k_cache, v_cache, c_buf, k_buf
+        del k_cache, v_cache, c_buf, k_buf, kg_cache, vg_cache
         torch.cuda.empty_cache()
 
     def fmt(ms):
@@ -189,9 +201,9 @@ def main() -> None:
         "",
         "## Step time",
         "",
-        "| batch | context | naive-cached | latent-re-expanded | absorbed-einsum | absorbed-Triton | Triton vs naive | "
-        "Triton vs einsum | einsum vs naive |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| batch | context | naive-cached | latent-re-expanded | absorbed-einsum | absorbed-Triton | GQA-2 baseline | "
+        "Triton vs naive | Triton vs einsum | einsum vs naive |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         n, e, t = row["naive-cached"], row["absorbed-einsum"], row["absorbed-Triton"]
@@ -202,8 +214,8 @@ def main() -> None:
               f"Copy bandwidth {copy_tbs:.2f} TB/s. Kernel only: the fused kernel without the W_UK/W_UV einsums, "
               "bytes = latent + RoPE caches.", "",
               "| batch | context | naive-cached | latent-re-expanded | absorbed-einsum | absorbed-Triton | "
-              "kernel only | kernel / copy | kernel TFLOP/s | max abs diff Triton vs einsum |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "GQA-2 baseline | kernel only | kernel / copy | kernel TFLOP/s | max abs diff Triton vs einsum |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         bw = lambda p: "–" if row.get(p + " TB/s") is None else f"{row[p + ' TB/s']:.2f} TB/s"  # noqa: E731
         lines.append(f"| {row['batch']} | {row['context']} | " + " | ".join(bw(p) for p in paths)
