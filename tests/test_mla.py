@@ -222,3 +222,23 @@ def test_mla_decoder_cached_decode_matches_full(mode):
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
     per_token = model.config.kv_lora_rank + model.config.qk_rope_head_dim if mode != "naive" else 4 * (12 + 8)
     assert sum(c.nbytes() for c in cache) == 2 * 2 * 12 * per_token * 4  # layers * batch * tokens * elems * fp32
+
+
+def test_decode_backend_auto_falls_back_to_einsum_on_cpu():
+    from nanoseek.kernels.mla_decode import mla_decode, mla_decode_einsum
+
+    g = torch.Generator().manual_seed(5)
+    q, qp = torch.randn(2, 3, 8, generator=g), torch.randn(2, 3, 4, generator=g)
+    ckv, kpe = torch.randn(2, 6, 8, generator=g), torch.randn(2, 6, 4, generator=g)
+    torch.testing.assert_close(mla_decode(q, qp, ckv, kpe, 0.3), mla_decode_einsum(q, qp, ckv, kpe, 0.3))
+    ref = (torch.einsum("bhc,bsc->bhs", q, ckv) + torch.einsum("bhr,bsr->bhs", qp, kpe)).mul(0.3).softmax(-1)
+    torch.testing.assert_close(mla_decode_einsum(q, qp, ckv, kpe, 0.3), torch.einsum("bhs,bsc->bhc", ref, ckv))
+    with pytest.raises(ValueError, match="backend='cuda'"):
+        mla_decode(q, qp, ckv, kpe, 0.3, backend="cuda")
+    m = _mla(2, mode="absorbed", decode_backend="auto")
+    x = torch.randn(2, 6, m.cfg.dim, generator=g)
+    with torch.no_grad():
+        full = m(x)
+        cache = m.new_cache(2, 6)
+        stepped = torch.cat([m(x[:, :2], cache)] + [m(x[:, t:t + 1], cache) for t in range(2, 6)], 1)
+    torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)

@@ -51,7 +51,6 @@ if triton is not None:
         stride_ob, stride_os, stride_oh, stride_lb, stride_ls,
         H: tl.constexpr, C: tl.constexpr, R: tl.constexpr,
         BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, C_PAD: tl.constexpr, R_PAD: tl.constexpr,
-        PREC: tl.constexpr,
     ):
         b = tl.program_id(0)
         hb = tl.program_id(1)
@@ -80,13 +79,13 @@ if triton is not None:
                          mask=mask_n[:, None] & mask_c[None, :], other=0.0)
             kp = tl.load(KPE + b * stride_kb + offs_n[:, None] * stride_ks + offs_r[None, :],
                          mask=mask_n[:, None] & mask_r[None, :], other=0.0)
-            s = tl.dot(q, tl.trans(kv), input_precision=PREC) + tl.dot(qp, tl.trans(kp), input_precision=PREC)  # (BLOCK_H, BLOCK_N), fp32
+            s = tl.dot(q, tl.trans(kv)) + tl.dot(qp, tl.trans(kp))  # (BLOCK_H, BLOCK_N), fp32
             s = tl.where(mask_n[None, :], s * scale_log2, float("-inf"))  # base-2 logits
             m_new = tl.maximum(m_i, tl.max(s, 1))
             alpha = tl.exp2(m_i - m_new)
             p = tl.exp2(s - m_new[:, None])
             l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(kv.dtype), kv, input_precision=PREC)  # the same tile, reused as values
+            acc = acc * alpha[:, None] + tl.dot(p.to(kv.dtype), kv)  # the same tile, reused as values
             m_i = m_new
         o = acc / l_i[:, None]
         lse = m_i + tl.log2(l_i)
@@ -143,6 +142,10 @@ def mla_decode_triton(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tenso
     block_n = DEFAULTS["block_n"] if block_n is None else block_n
     num_warps = DEFAULTS["num_warps"] if num_warps is None else num_warps
     num_stages = DEFAULTS["num_stages"] if num_stages is None else num_stages
+    if q_lat.dtype not in (torch.bfloat16, torch.float16) or any(t.dtype != q_lat.dtype for t in (q_pe, c_kv, k_pe)):
+        # float32 through this kernel disagreed with the einsum path on the H200 (Triton 3.6, see the chapter)
+        raise TypeError(f"mla_decode_triton takes bf16 or fp16 tensors of one dtype, got q_lat {q_lat.dtype}, "
+                        f"q_pe {q_pe.dtype}, c_kv {c_kv.dtype}, k_pe {k_pe.dtype}")
     B, H, C = q_lat.shape
     S, R = c_kv.shape[1], k_pe.shape[2]
     if q_pe.shape != (B, H, R) or c_kv.shape != (B, S, C) or k_pe.shape != (B, S, R):
@@ -170,7 +173,6 @@ def mla_decode_triton(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tenso
         c_kv.stride(0), c_kv.stride(1), k_pe.stride(0), k_pe.stride(1),
         o_part.stride(0), o_part.stride(1), o_part.stride(2), lse_part.stride(0), lse_part.stride(1),
         H=H, C=C, R=R, BLOCK_H=block_h, BLOCK_N=block_n, C_PAD=C_PAD, R_PAD=R_PAD,
-        PREC="ieee" if q_lat.dtype == torch.float32 else "tf32",  # fp32 stays exact; bf16 ignores it
         num_warps=num_warps, num_stages=num_stages,
     )
     out = torch.empty(B, H, C, device=q_lat.device, dtype=q_lat.dtype)
@@ -186,10 +188,12 @@ def mla_decode_triton(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tenso
 def mla_decode(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tensor, k_pe: torch.Tensor,
                softmax_scale: float, backend: str = "auto") -> torch.Tensor:
     """Absorbed MLA decode attention in latent space: ``backend`` "triton", "einsum" or "auto"
-    (Triton on CUDA when available, einsums otherwise). Shapes as ``mla_decode_einsum``."""
+    (Triton for bf16/fp16 CUDA tensors when Triton is installed, einsums otherwise). Shapes as
+    ``mla_decode_einsum``."""
     if backend not in ("auto", "triton", "einsum"):
         raise ValueError(f"backend={backend!r} is not 'auto', 'triton' or 'einsum'")
-    use_triton = backend == "triton" or (backend == "auto" and triton is not None and q_lat.is_cuda)
+    use_triton = backend == "triton" or (backend == "auto" and triton is not None and q_lat.is_cuda
+                                         and q_lat.dtype in (torch.bfloat16, torch.float16))
     if use_triton:
         return mla_decode_triton(q_lat, q_pe, c_kv, k_pe, softmax_scale)
     return mla_decode_einsum(q_lat, q_pe, c_kv, k_pe, softmax_scale)
