@@ -196,7 +196,8 @@ def run(args, dev: torch.device) -> None:
         "replay except latent-re-expanded). The new token's projections and cache write are not timed.",
         "",
         f"Device-to-device copy bandwidth, this run: **{copy_tbs:.2f} TB/s** (bytes read + written).",
-        f"Kernel launch settings: `{K.DEFAULTS}`" + (" (per batch, tuned below)" if tuned else ""),
+        "Kernel launch settings: " + ("; ".join(f"batch {b}: `{t}`" for b, t in tuned.items()) + " (tuned below)"
+                                      if tuned else f"`{K.DEFAULTS}`"),
         *notes,
         "",
         "## Step time",

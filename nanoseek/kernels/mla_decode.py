@@ -165,7 +165,7 @@ def mla_decode_triton(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tenso
     num_splits = triton.cdiv(S, split_len)  # no empty chunk
     o_part = torch.empty(B, num_splits, H, C, device=q_lat.device, dtype=torch.float32)
     lse_part = torch.empty(B, num_splits, H, device=q_lat.device, dtype=torch.float32)
-    C_PAD, R_PAD = triton.next_power_of_2(C), triton.next_power_of_2(R)
+    C_PAD, R_PAD = max(16, triton.next_power_of_2(C)), max(16, triton.next_power_of_2(R))  # tl.dot: K >= 16
     _mla_decode_split_kernel[(B, head_blocks, num_splits)](
         q_lat, q_pe, c_kv, k_pe, o_part, lse_part,
         S, split_len, softmax_scale * 1.4426950408889634,  # log2(e): the kernel uses exp2
