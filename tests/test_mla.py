@@ -242,3 +242,14 @@ def test_decode_backend_auto_falls_back_to_einsum_on_cpu():
         cache = m.new_cache(2, 6)
         stepped = torch.cat([m(x[:, :2], cache)] + [m(x[:, t:t + 1], cache) for t in range(2, 6)], 1)
     torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["naive", "absorbed"])
+def test_mla_decoder_greedy_generation_same_with_and_without_cache(mode):
+    from nanoseek.generate import generate
+
+    model = _mla_decoder(mode).eval()
+    idx = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(2))
+    cached = generate(model, idx, max_new_tokens=10, temperature=0.0)
+    uncached = generate(model, idx, max_new_tokens=10, temperature=0.0, use_cache=False)
+    assert cached.shape == (2, 15) and torch.equal(cached, uncached)
