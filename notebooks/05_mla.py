@@ -309,7 +309,7 @@ nanoseek.show(MLA._attend_absorbed)
 # cache, $c + r$ numbers per token for *all* heads, instead of $H(n + r + v)$. Decoding is limited by reading
 # memory, so the trade pays, as the timings below show. (For training and prefill, where many queries share
 # each key, the naive form is cheaper; `tests/test_mla.py` checks that all paths agree to 1e-5 on random
-# weights, through prefill and many decode steps, for every combination of options.)
+# weights, through prefill and many decode steps, over a seeded sweep of shapes and options.)
 #
 # ## The KV cache table of DeepSeek-V2
 # DeepSeek-V2's Table 1 gives the cache per token, in elements, for $l$ layers: MHA $2 n_h d_h l$, GQA
@@ -621,10 +621,11 @@ print("transformers DeepseekV3Attention == nanoseek MLA (absorbed path) ✓")
 #
 # ## Advanced: a fused decode kernel (GPU only)
 # The absorbed einsums read the latent cache twice (for the scores and for the weighted sum) and write the
-# whole score tensor to memory in between. A fused kernel reads each cache tile once and keeps the softmax
-# "online", as FlashAttention does: a running maximum $m$, a running sum $\ell$ and a running weighted sum
+# whole score tensor to memory in between. A fused kernel reads each cache tile once and computes an
+# **online softmax (在线 softmax)**, as FlashAttention does: a running maximum $m$, a running sum $\ell$ and a running weighted sum
 # $a$, rescaled by $e^{m_\text{old} - m_\text{new}}$ whenever a new tile raises the maximum. Decode has only one
-# query per sequence, so to keep a large GPU busy the kernel also **splits the context (FlashDecoding)**: each
+# query per sequence, so to keep a large GPU busy the kernel also splits the context, as
+# **flash-decoding (闪电解码, FlashDecoding)** does: each
 # program handles one chunk of the cache for a block of heads and writes a partial output with its log-sum-exp,
 # and a second small kernel merges the chunks (exercise 4 asks you to write that merge). Here is the whole
 # module; on a machine with CUDA, the next cell checks it against the einsums:
