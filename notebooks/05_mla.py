@@ -1,0 +1,805 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 5: Multi-head latent attention, from the low-rank idea to matrix absorption
+#
+# Chapter 4 ended with a memory problem: at long contexts a decoder spends its time reading the **KV cache
+# (键值缓存)**, and MQA and GQA shrink that cache by sharing keys and values between heads, at some cost in
+# quality. DeepSeek-V2 and V3 take another road: **multi-head latent attention (多头潜在注意力, MLA)** caches
+# one small latent vector per token and re-creates every head's key and value from it. In this chapter we build
+# MLA, show why rotary positions get in the way of its central trick, derive the "absorbed" form that DeepSeek
+# runs at decode time one einsum at a time, reproduce the paper's cache table, time four ways of running the
+# same weights, train MHA, GQA, MQA and MLA side by side, and finish with a fused GPU kernel.
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nanoseek/nanoseek/blob/main/notebooks/05_mla.ipynb)
+#
+# | scale | what runs | runs on | time | memory |
+# | --- | --- | --- | --- | --- |
+# | `tiny` (default) | one 512-wide MLA layer timed at 128–2,048 tokens; five 2-layer, 96-wide models trained 160 steps | 2-core laptop CPU | about 2 minutes | < 1 GB |
+# | `full` (`NANOSEEK_SCALE=full`) | a 2,048-wide layer timed up to 16K tokens; five 6-layer, 384-wide models trained 2,000 steps | one GPU (T4 / H200) | not measured yet | < 8 GB |
+#
+# The H200 numbers quoted in this chapter come from `benchmarks/mla_decode.py` (DeepSeek-V3's real attention
+# shapes), recorded in `benchmarks/results/mla_decode.md`.
+#
+# **What you will learn**
+# - to count the KV cache of MHA, GQA, MQA and MLA for any config, and reproduce DeepSeek-V2's table and its
+#   "93.3% smaller than DeepSeek 67B" claim, with the assumption it rests on;
+# - to build MLA: low-rank joint key/value compression, the query latent, and the decoupled RoPE key;
+# - to show with numbers why RoPE stops `W_UK` from being folded into the query, and how the decoupled key fixes it;
+# - to derive absorbed MLA step by step and check each step against the naive computation;
+# - to read a flash-decoding Triton kernel for absorbed MLA, and what limits its speed.
+
+# %%
+# Setup: on Colab, install nanoseek (Colab keeps its own torch). Locally, `make lab` has done this.
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "nanoseek[hf] @ git+https://github.com/nanoseek/nanoseek@main"], check=True)
+
+import math
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+
+import nanoseek
+from nanoseek import device, pick, seed_everything
+
+seed_everything(1337)
+print("nanoseek", nanoseek.__version__, "| torch", torch.__version__, "| device:", device())
+
+# %% [markdown]
+# ## The configuration
+# One cell decides the scale. `demo` is a small MLA used to check the algebra; `timing` is the layer we time;
+# `train` is the five small language models. Nothing below this cell looks at the scale again.
+
+# %%
+CFG = pick(
+    tiny=dict(
+        demo=dict(dim=64, n_heads=4, kv_lora_rank=32, q_lora_rank=48, qk_nope_head_dim=16, qk_rope_head_dim=8,
+                  v_head_dim=16, max_seq_len=64),
+        timing=dict(dim=512, n_heads=16, kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=16,
+                    v_head_dim=32, batch=4, contexts=[128, 256, 512, 1024, 2048], reps=5),
+        train=dict(n_layer=2, n_embd=96, n_head=4, head_dim=24, intermediate_size=256, block_size=64,
+                   batch_size=16, max_steps=160, lr=3e-3, warmup_steps=20, eval_batches=10,
+                   kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=24),
+    ),
+    full=dict(
+        demo=dict(dim=256, n_heads=8, kv_lora_rank=64, q_lora_rank=96, qk_nope_head_dim=32, qk_rope_head_dim=16,
+                  v_head_dim=32, max_seq_len=256),
+        timing=dict(dim=2048, n_heads=32, kv_lora_rank=256, qk_nope_head_dim=64, qk_rope_head_dim=32,
+                    v_head_dim=64, batch=8, contexts=[1024, 2048, 4096, 8192, 16384], reps=20),
+        train=dict(n_layer=6, n_embd=384, n_head=6, head_dim=64, intermediate_size=1024, block_size=256,
+                   batch_size=64, max_steps=2000, lr=1e-3, warmup_steps=100, eval_batches=50,
+                   kv_lora_rank=64, qk_nope_head_dim=32, qk_rope_head_dim=32, v_head_dim=64),
+    ),
+)
+CFG
+
+# %% [markdown]
+# ## The tension: cache size against quality
+# At every decode step a model reads, for every layer, the keys and values of all past tokens. Chapter 4
+# counted that cache per token: $2 n_h d_h$ numbers a layer for MHA, $2 n_g d_h$ for GQA with $n_g$ key/value
+# groups, $2 d_h$ for MQA. Fewer groups means a smaller cache and a faster decode, and also fewer distinct keys
+# for the heads to choose from, which costs quality (the GQA paper measured it; we measure it at small scale
+# at the end of this chapter). Here is what that means for DeepSeek 67B, the dense model before V2
+# (95 layers, 64 heads of 128, GQA with 8 groups), with the chapter-4 formula:
+
+# %%
+from nanoseek.nn.attention import kv_cache_bytes
+
+for name, groups in (("MHA", 64), ("GQA-8 (as released)", 8), ("MQA", 1)):
+    per_token = kv_cache_bytes(n_layer=95, batch_size=1, n_kv_head=groups, head_dim=128, seq_len=1, dtype_bytes=2)
+    print(f"DeepSeek 67B with {name:20s}: {per_token / 1024:7.1f} KiB per token, "
+          f"{per_token * 32_768 / 2**30:6.2f} GiB for one 32K-token sequence (bf16)")
+
+# %% [markdown]
+# ## Low-rank key/value compression
+# MLA's idea: do not cache keys and values at all. Project each token's hidden state $h_t$ down to one
+# **latent vector (潜在向量)** $c^{KV}_t = W^{DKV} h_t$ of $d_c$ numbers, normalize it with an RMSNorm, cache it,
+# and recover each head's key and value with up-projections: $k^C_{t,i} = W^{UK}_i c^{KV}_t$,
+# $v^C_{t,i} = W^{UV}_i c^{KV}_t$. With $d_c \ll 2 n_h d_h$ the cache shrinks by that ratio, while every head
+# still gets its own key and value: the keys of the heads are different, only *constrained* to a $d_c$-dim
+# subspace. Queries get the same treatment (a latent of `q_lora_rank` numbers, with its own RMSNorm) to save
+# parameters and activation memory in training; queries are never cached, so this part does not change the cache.
+#
+# Rotary positions need one more piece, the **decoupled RoPE key (解耦的旋转位置键)** $k^R_t$: a small vector of
+# $d^R_h$ numbers computed from $h_t$, rotated, and **shared by all heads**, concatenated to every head's key
+# (the query gets a matching rotated part per head). We will see in a moment why it has to exist. The score
+# of head $i$ is
+#
+# $$ s_{t,s,i} = \frac{q^C_{t,i}\cdot k^C_{s,i} + q^R_{t,i}\cdot k^R_s}{\sqrt{d_h + d^R_h}} $$
+#
+# (note the scale: over the full query–key width, nope plus rope). The cache holds $c^{KV}_s$ and $k^R_s$:
+# $d_c + d^R_h$ numbers per token and layer. Here it is, inline, with every weight explicit:
+
+# %%
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    return weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def rotate(x: torch.Tensor, positions: torch.Tensor, theta: float = 10000.0) -> torch.Tensor:
+    """RoPE, half layout: pairs (x[i], x[i + D/2]) at position p turn by p * theta^(-2i/D). x: (..., T, D)."""
+    D = x.shape[-1]
+    angle = positions[:, None].float() * theta ** (-torch.arange(0, D, 2).float() / D)  # (T, D/2)
+    x1, x2 = x[..., : D // 2], x[..., D // 2:]
+    return torch.cat([x1 * angle.cos() - x2 * angle.sin(), x2 * angle.cos() + x1 * angle.sin()], dim=-1)
+
+
+def mla_inline(x: torch.Tensor, W: dict, H: int, nope: int, rope: int, vdim: int) -> torch.Tensor:
+    """Naive MLA, causal, no cache. x: (B, T, C). W: the weight matrices, as nn.Linear stores them (out, in)."""
+    B, T, _ = x.shape
+    pos = torch.arange(T)
+    # queries through their own latent: (B, T, H, nope + rope)
+    q = (rms_norm(x @ W["q_a"].T, W["q_norm"]) @ W["q_b"].T).view(B, T, H, nope + rope).transpose(1, 2)
+    q = torch.cat([q[..., :nope], rotate(q[..., nope:], pos)], dim=-1)  # (B, H, T, nope + rope)
+    # one latent per token, and one RoPE key for all heads: this is what MLA caches
+    c_kv, k_pe = (x @ W["kv_a"].T).split([W["kv_norm"].shape[0], rope], dim=-1)
+    c_kv = rms_norm(c_kv, W["kv_norm"])  # (B, T, d_c)
+    k_pe = rotate(k_pe, pos)  # (B, T, rope)
+    # decompress: each head's key (nope part) and value from the latent
+    kv = (c_kv @ W["kv_b"].T).view(B, T, H, nope + vdim).transpose(1, 2)  # (B, H, T, nope + v)
+    k = torch.cat([kv[..., :nope], k_pe[:, None].expand(B, H, T, rope)], dim=-1)
+    v = kv[..., nope:]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(nope + rope)  # (B, H, T, T)
+    scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+    y = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, H * vdim)
+    return y @ W["o"].T
+
+
+# %% [markdown]
+# ## The package version
+# `nanoseek.nn.mla.MLA` holds the same weights under the names transformers uses for DeepSeek-V3, and offers
+# three ways of running them, chosen by `mode`. Its naive path, which caches per-head keys and values:
+
+# %%
+from nanoseek.nn.mla import MLA, MLAConfig
+
+nanoseek.show(MLA.forward)
+
+# %% [markdown]
+# We give the package module random weights (norms included, so that a forgotten norm would show), copy them
+# into the inline function, and compare:
+
+# %%
+def randomize(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g) if "norm" in name
+                    else torch.randn(p.shape, generator=g) * p.shape[-1] ** -0.5)
+    return module.eval()
+
+
+demo = CFG["demo"]
+mla = randomize(MLA(MLAConfig(**demo)), seed=0)
+W = dict(q_a=mla.q_a_proj.weight, q_norm=mla.q_a_norm.weight, q_b=mla.q_b_proj.weight, kv_a=mla.kv_a_proj.weight,
+         kv_norm=mla.kv_a_norm.weight, kv_b=mla.kv_b_proj.weight, o=mla.o_proj.weight)
+x = torch.randn(2, 12, demo["dim"])
+with torch.no_grad():
+    ours = mla_inline(x, W, demo["n_heads"], demo["qk_nope_head_dim"], demo["qk_rope_head_dim"], demo["v_head_dim"])
+    torch.testing.assert_close(ours, mla(x), atol=1e-5, rtol=1e-5)
+print("inline MLA == nanoseek MLA (naive path) ✓")
+
+# %% [markdown]
+# ## Why RoPE breaks absorption
+# Decompressing every cached latent into $n_h$ keys at every step would throw away what the small cache bought:
+# we would read a small cache and then do the work (and allocate the memory) of a big one. Without positions,
+# the decompression can be avoided entirely by associativity. For one head,
+#
+# $$ q_t \cdot k_s = (W^{Q} h_t)^\top (W^{UK} c_s) = h_t^\top \underbrace{(W^{Q\top} W^{UK})}_{\text{one fixed matrix}} c_s ,$$
+#
+# so $W^{UK}$ can be **absorbed (吸收)** into the query side once, and the score computed against the cached
+# latent directly. Now put RoPE on the keys and queries as Llama does. RoPE at position $p$ is a rotation matrix
+# $R_p$, and $R_t^\top R_s = R_{s-t}$:
+#
+# $$ (R_t W^{Q} h_t)^\top (R_s W^{UK} c_s) = h_t^\top \, W^{Q\top} R_{s-t} W^{UK} \, c_s .$$
+#
+# The matrix in the middle now depends on the distance $s - t$: there is no single matrix to precompute. We
+# check both statements with numbers, for one head:
+
+# %%
+torch.manual_seed(0)
+C_, d_c, d_h, T_ = 32, 16, 8, 24
+W_Q, W_UK = torch.randn(d_h, C_), torch.randn(d_h, d_c)
+h, c = torch.randn(T_, C_), torch.randn(T_, d_c)  # hidden states and cached latents of T_ tokens
+pos = torch.arange(T_)
+
+# no RoPE: one absorbed matrix reproduces every score
+exact = (h @ W_Q.T) @ (c @ W_UK.T).T  # (T, T): decompress the keys, then dot
+absorbed = h @ (W_Q.T @ W_UK) @ c.T  # (C, d_c) matrix folded once
+torch.testing.assert_close(absorbed, exact, atol=1e-3, rtol=1e-4)
+
+
+# RoPE on q and k: R_p as a matrix, then the best we could do is fold the matrix for ONE distance
+def rope_as_matrix(p: int, d: int) -> torch.Tensor:
+    return rotate(torch.eye(d), torch.full((d,), p)).T  # column j = R_p e_j
+
+
+exact_rope = rotate(h @ W_Q.T, pos) @ rotate(c @ W_UK.T, pos).T  # (T, T)
+folded_at_0 = h @ (W_Q.T @ W_UK) @ c.T  # the matrix that is right when s - t = 0
+dist = pos[None, :] - pos[:, None]  # (T, T): s - t
+rel_err = [((folded_at_0 - exact_rope)[dist == d].norm() / exact_rope[dist == d].norm()).item() for d in range(-8, 1)]
+for d, e in zip(range(-8, 1), rel_err):
+    print(f"s - t = {d:3d}: relative error of the matrix folded for distance 0: {e:.3f}")
+assert rel_err[-1] < 1e-4 and min(rel_err[:-1]) > 0.05, "folding works only at the distance it was built for"
+torch.testing.assert_close(rope_as_matrix(3, d_h).T @ rope_as_matrix(7, d_h), rope_as_matrix(4, d_h),
+                           atol=1e-5, rtol=1e-5)
+print("R_3^T R_7 == R_4: the middle matrix depends on the distance only ✓")
+
+# %% [markdown]
+# **The fix** is to keep positions out of the part that gets absorbed. MLA splits each head's query–key
+# product into a "nope" part with no rotation, $q^C_{t,i} \cdot W^{UK}_i c_s$, which absorbs exactly, and a
+# small rotated part $q^R_{t,i} \cdot k^R_s$, where $k^R_s$ is cached already rotated and shared by all heads,
+# so it costs only $d^R_h$ numbers per token. The positions live entirely in the second part.
+#
+# ## The absorbed path, step by step
+# We now rewrite the naive computation for one decode step (one new token attending to $S$ cached ones),
+# checking each rewrite against the naive numbers. Shapes: $B$ sequences, $H$ heads, latent $c$, nope $n$,
+# rope $r$, value $v$; the cache holds $S$ past tokens plus the new one, which attends to itself too.
+
+# %%
+cfg_d = mla.cfg
+B, S = 2, 10
+with torch.no_grad():
+    xs, x_new = torch.randn(B, S, cfg_d.dim), torch.randn(B, 1, cfg_d.dim)  # S past tokens and the new one
+    c_kv, k_pe = mla.latents(torch.cat([xs, x_new], 1), start=0)  # the cache, new token included: (B, S+1, c), (B, S+1, r)
+    q_nope, q_pe = mla.queries(x_new, start=S)  # the new token's query at position S: (B, 1, H, n), (B, 1, H, r)
+    q_nope, q_pe = q_nope[:, 0], q_pe[:, 0]  # (B, H, n), (B, H, r)
+    w_uk, w_uv = mla.w_uk_uv()  # (H, n, c), (H, v, c): slices of kv_b_proj
+    scale = mla.softmax_scale
+
+    # naive: decompress every cached latent into H keys and values
+    k_nope = torch.einsum("hnc,bsc->bhsn", w_uk, c_kv)  # (B, H, S, n)
+    v_full = torch.einsum("hvc,bsc->bhsv", w_uv, c_kv)  # (B, H, S, v)
+    naive_scores = (torch.einsum("bhn,bhsn->bhs", q_nope, k_nope) + torch.einsum("bhr,bsr->bhs", q_pe, k_pe)) * scale
+    naive_out = torch.einsum("bhs,bhsv->bhv", naive_scores.softmax(-1), v_full)
+
+    # step 1: move the query into latent space (absorb W_UK): one (n x c) product per head, not per token
+    q_lat = torch.einsum("bhn,hnc->bhc", q_nope, w_uk)  # (B, H, c)
+    torch.testing.assert_close(torch.einsum("bhc,bsc->bhs", q_lat, c_kv),
+                               torch.einsum("bhn,bhsn->bhs", q_nope, k_nope), atol=1e-4, rtol=1e-4)
+    # step 2: add the RoPE part against the shared rotated key, scale over the full qk width
+    scores = (torch.einsum("bhc,bsc->bhs", q_lat, c_kv) + torch.einsum("bhr,bsr->bhs", q_pe, k_pe)) * scale
+    torch.testing.assert_close(scores, naive_scores, atol=1e-4, rtol=1e-4)
+    # step 3: softmax, as always
+    p = scores.softmax(-1)  # (B, H, S)
+    # step 4: attention-weighted *latent*: the values are never built
+    o_lat = torch.einsum("bhs,bsc->bhc", p, c_kv)  # (B, H, c)
+    # step 5: apply W_UV after the sum (absorb it into the output side)
+    out = torch.einsum("bhc,hvc->bhv", o_lat, w_uv)  # (B, H, v)
+    torch.testing.assert_close(out, naive_out, atol=1e-5, rtol=1e-5)
+    # step 6: the package's absorbed path, through its latent cache, gives the same layer output
+    outs = {}
+    for mode in ("naive", "absorbed"):
+        mla.mode = mode
+        cache = mla.new_cache(B, S + 1)
+        mla(xs, cache)
+        outs[mode] = mla(x_new, cache)
+    torch.testing.assert_close(outs["absorbed"], outs["naive"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs["naive"], mla.o_proj(out.reshape(B, 1, -1)), atol=1e-5, rtol=1e-5)
+print("steps 1-6: absorbed == naive ✓")
+
+# %% [markdown]
+# The package's absorbed path is those einsums (for any number of new tokens, with the causal mask):
+
+# %%
+nanoseek.show(MLA._attend_absorbed)
+
+# %% [markdown]
+# What did absorption trade? Per step and head, the naive path multiplies the query against $n + r$ numbers per
+# cached token and sums $v$-wide values; the absorbed path works with $c + r$ and $c$ numbers instead
+# ($c = 512$ against $n = 128$ in DeepSeek-V3: about 4 times the arithmetic), but it reads only the latent
+# cache, $c + r$ numbers per token for *all* heads, instead of $H(n + r + v)$. Decoding is limited by reading
+# memory, so the trade pays, as the timings below show. (For training and prefill, where many queries share
+# each key, the naive form is cheaper; `tests/test_mla.py` checks that all paths agree to 1e-5 on random
+# weights, through prefill and many decode steps, over a seeded sweep of shapes and options.)
+#
+# ## The KV cache table of DeepSeek-V2
+# DeepSeek-V2's Table 1 gives the cache per token, in elements, for $l$ layers: MHA $2 n_h d_h l$, GQA
+# $2 n_g d_h l$, MQA $2 d_h l$, MLA $(d_c + d^R_h)\, l$, and, with V2's choice $d_c = 4 d_h$ and
+# $d^R_h = d_h / 2$, MLA $= \frac{9}{2} d_h l$: "equal to GQA with only 2.25 groups". We compute it from the
+# real configs:
+
+# %%
+SHAPES = {  # published configs: layers, heads, head dim (nope), kv_lora_rank, rope dim
+    "DeepSeek-V2": dict(layers=60, heads=128, d_h=128, d_c=512, d_r=64),
+    "DeepSeek-V3": dict(layers=61, heads=128, d_h=128, d_c=512, d_r=64),
+}
+
+
+def kv_elements(kind: str, layers: int, heads: int, d_h: int, d_c: int, d_r: int, groups: int = 8) -> int:
+    return {"MHA": 2 * heads * d_h, "GQA-8": 2 * groups * d_h, "MQA": 2 * d_h, "MLA": d_c + d_r}[kind] * layers
+
+
+print("| model | attention | elements per token | bf16 bytes per token | vs MHA |")
+print("| --- | --- | --- | --- | --- |")
+for model_name, s in SHAPES.items():
+    mha = kv_elements("MHA", **s)
+    for kind in ("MHA", "GQA-8", "MQA", "MLA"):
+        n = kv_elements(kind, **s)
+        print(f"| {model_name} | {kind} | {n:,} | {2 * n / 1024:,.1f} KiB | {n / mha:.2%} |")
+
+v2 = SHAPES["DeepSeek-V2"]
+assert v2["d_c"] == 4 * v2["d_h"] and v2["d_r"] == v2["d_h"] // 2  # V2's choice of sizes
+assert kv_elements("MLA", **v2) == 9 * v2["d_h"] * v2["layers"] // 2  # the table's (9/2) d_h l
+groups_equivalent = (v2["d_c"] + v2["d_r"]) / (2 * v2["d_h"])
+assert groups_equivalent == 2.25
+print(f"\nMLA caches as much as GQA with {groups_equivalent} groups, while every one of its 128 heads keeps its own key.")
+# the package's formula agrees with the table
+v3_layer = MLAConfig(dim=7168, n_heads=128, kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128)
+assert v3_layer.kv_cache_elements_per_token("absorbed") * 61 == kv_elements("MLA", **SHAPES["DeepSeek-V3"])
+
+# %% [markdown]
+# **The 93.3% claim.** DeepSeek-V2's abstract says it "reduces the KV cache by 93.3%" against DeepSeek 67B.
+# Counting elements alone does not give that number: DeepSeek 67B (95 layers, GQA with 8 groups of 128) caches
+# 194,560 elements per token, V2 34,560, an 82.2% reduction. The paper's deployment section supplies the missing
+# assumption: V2's KV cache is *quantized to about 6 bits per element on average*, while 67B is served in 16-bit.
+# With that, the number comes out exactly:
+
+# %%
+elems_67b = 2 * 8 * 128 * 95  # GQA, 8 kv heads of 128, 95 layers
+elems_v2 = kv_elements("MLA", **v2)
+by_elements = 1 - elems_v2 / elems_67b
+by_bits = 1 - (elems_v2 * 6) / (elems_67b * 16)  # V2 at ~6 bits per cached element, 67B at 16
+print(f"DeepSeek 67B: {elems_67b:,} elements/token; V2: {elems_v2:,}")
+print(f"reduction counting elements:             {by_elements:.1%}")
+print(f"reduction counting bits (6-bit V2 cache): {by_bits:.1%}   (paper: 93.3%)")
+assert round(by_elements, 3) == 0.822 and round(by_bits, 3) == 0.933
+
+# %% [markdown]
+# ## Measured: four ways of running the same layer
+# We time one decode step (one new token per sequence, the cache already holding `context` tokens) for one
+# layer, in four ways. The first three run the same MLA weights: **naive** caches per-head keys and values (what
+# an MHA cache of the same heads holds); **re-expanded** caches the latent but decompresses the whole cache at
+# every step; **absorbed** caches the latent and never decompresses. The fourth, **GQA** with one key/value
+# head of the same cache size per token, is the baseline MLA must beat to be worth it. Timing does not depend
+# on the values of the weights, so random ones do.
+
+# %%
+from nanoseek.nn.attention import Attention
+
+tm = CFG["timing"]
+dev = device()
+t_cfg = MLAConfig(dim=tm["dim"], n_heads=tm["n_heads"], kv_lora_rank=tm["kv_lora_rank"],
+                  qk_nope_head_dim=tm["qk_nope_head_dim"], qk_rope_head_dim=tm["qk_rope_head_dim"],
+                  v_head_dim=tm["v_head_dim"], max_seq_len=max(tm["contexts"]) + 1)
+layer = MLA(t_cfg).to(dev).eval()
+latent_width = t_cfg.kv_lora_rank + t_cfg.qk_rope_head_dim
+gqa = Attention(tm["dim"], tm["n_heads"], n_kv_head=1, head_dim=latent_width // 2,
+                max_seq_len=t_cfg.max_seq_len).to(dev).eval()  # caches 2 * head_dim = latent_width numbers
+assert 2 * gqa.head_dim == latent_width
+
+
+def step_ms(module, cache, x_new, reps: int) -> float:
+    """Median time of one decode step; the cache is rewound after each step so the context stays fixed."""
+    times = []
+    for _ in range(reps + 1):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        module(x_new, cache)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        cache.pos -= 1
+    return 1e3 * sorted(times[1:])[len(times[1:]) // 2]
+
+
+Bt = tm["batch"]
+g = torch.Generator(device=dev).manual_seed(0)
+timing_rows = []
+with torch.no_grad():
+    x_new = torch.randn(Bt, 1, tm["dim"], device=dev, generator=g)
+    for L in tm["contexts"]:
+        c_kv = torch.randn(Bt, L, t_cfg.kv_lora_rank, device=dev, generator=g)
+        k_pe = torch.randn(Bt, L, t_cfg.qk_rope_head_dim, device=dev, generator=g)
+        row = {"context": L}
+        for mode in ("naive", "reexpand", "absorbed"):
+            layer.mode = mode
+            cache = layer.new_cache(Bt, L + 1)
+            if mode == "naive":  # the same cached tokens, decompressed once into per-head keys and values
+                cache.append(**dict(zip(("k", "v"), layer.expand(c_kv, k_pe))))
+            else:
+                cache.append(c_kv=c_kv, k_pe=k_pe)
+            row[mode] = step_ms(layer, cache, x_new, tm["reps"])
+            row[mode + " cache MB"] = cache.nbytes() / 1e6
+        kv = gqa.new_cache(Bt, L + 1)
+        kv.update(torch.randn(Bt, 1, L, gqa.head_dim, device=dev, generator=g),
+                  torch.randn(Bt, 1, L, gqa.head_dim, device=dev, generator=g))
+        row["gqa"] = step_ms(gqa, kv, x_new, tm["reps"])
+        row["gqa cache MB"] = kv.k[:, :, :L].numel() * 2 * kv.k.element_size() / 1e6
+        timing_rows.append(row)
+
+print(f"batch {Bt}, float32 on {dev}; step time in ms (cache size in MB)")
+print("| context | naive | re-expanded | absorbed | GQA, same cache | absorbed vs naive |")
+print("| --- | --- | --- | --- | --- | --- |")
+for r in timing_rows:
+    print(f"| {r['context']} | {r['naive']:.2f} ({r['naive cache MB']:.1f}) | {r['reexpand']:.2f} "
+          f"({r['reexpand cache MB']:.1f}) | {r['absorbed']:.2f} ({r['absorbed cache MB']:.1f}) | "
+          f"{r['gqa']:.2f} ({r['gqa cache MB']:.1f}) | {r['naive'] / r['absorbed']:.1f}x |")
+
+fig, ax = plt.subplots(figsize=(7, 4))
+for key, label in (("naive", "naive (per-head K/V cache)"), ("reexpand", "latent, re-expanded every step"),
+                   ("absorbed", "latent, absorbed"), ("gqa", "GQA, same cache size")):
+    ax.plot(tm["contexts"], [r[key] for r in timing_rows], marker="o", label=label)
+ax.set_xscale("log", base=2)
+ax.set_yscale("log")
+ax.set_xlabel("context length (cached tokens)")
+ax.set_ylabel("decode step time (ms)")
+ax.set_title(f"One MLA layer, {t_cfg.n_heads} heads, batch {Bt}, on {dev.type}")
+ax.legend()
+plt.show()
+
+last = timing_rows[-1]
+ratio = t_cfg.kv_cache_elements_per_token("naive") / t_cfg.kv_cache_elements_per_token("absorbed")
+assert math.isclose(last["naive cache MB"] / last["absorbed cache MB"], ratio)
+assert last["reexpand"] > 2 * last["absorbed"], "re-expanding the whole cache every step must cost more"
+print(f"the latent cache is {ratio:.0f}x smaller than the per-head cache of the same heads")
+
+# %% [markdown]
+# How large the gap between naive and absorbed is on a CPU depends on the machine (its caches, its threads,
+# what else runs on it); the table above is this machine's, in this run. Re-expanding the latent at every
+# step is always the worst, because it repeats the decompression of the whole cache for every new token
+# (asserted above). On a GPU with DeepSeek-V3's real
+# shapes (128 heads, latent 512) the picture is much sharper. These are the H200 measurements recorded by
+# `benchmarks/mla_decode.py`, read from the results file:
+
+# %%
+results = Path(nanoseek.__file__).resolve().parents[1] / "benchmarks" / "results" / "mla_decode.md"
+if results.exists():
+    text = results.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    print("\n".join(line for line in lines if line.startswith(("- command", "- date", "- gpu", "- torch"))))
+    table = text.split("## Step time", 1)[1].split("##", 1)[0].strip().splitlines()
+    print("\n".join(table[:2] + [row for row in table[2:] if "| 32768 |" in row or "| 4096 |" in row]))
+    h200 = {}
+    for row in table[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        h200[(int(cells[0]), int(cells[1]))] = cells
+    print(f"\nH200, batch 32, 32K context: absorbed-einsum {h200[(32, 32768)][9]} faster than naive, "
+          f"fused Triton kernel {h200[(32, 32768)][7]} faster than naive")
+else:
+    print("benchmarks/results/mla_decode.md is not part of a pip install: see the repository")
+
+# %% [markdown]
+# ## Training: MHA, GQA, MQA and MLA on the same stories
+# Does the small cache cost quality? We train five small decoders that differ only in their attention (MHA,
+# GQA with 2 groups, MQA, and MLA with two latent sizes: a tight one and DeepSeek's ratio $d_c = 4 d_h$), on the
+# synthetic children's stories of chapter 1 (character level), for the same number of steps, and put each
+# model's validation loss against its cache per token. The `Decoder` of chapter 4 takes `attention="mla"`
+# and the MLA sizes as config fields.
+
+# %%
+from nanoseek.data import CharVocab, load_stories, window_batcher
+from nanoseek.models.decoder import Decoder, DecoderConfig
+from nanoseek.train import TrainConfig, train
+
+tr = CFG["train"]
+train_text, val_text = load_stories("en", "train"), load_stories("en", "val")
+vocab = CharVocab.from_text(train_text + val_text)
+get_batch = window_batcher(torch.tensor(vocab.encode(train_text)), torch.tensor(vocab.encode(val_text)),
+                           tr["block_size"], tr["batch_size"])
+common = dict(vocab_size=len(vocab), n_layer=tr["n_layer"], n_embd=tr["n_embd"], n_head=tr["n_head"],
+              head_dim=tr["head_dim"], intermediate_size=tr["intermediate_size"], max_seq_len=tr["block_size"])
+variants = {
+    "MHA": DecoderConfig(**common, n_kv_head=tr["n_head"]),
+    "GQA-2": DecoderConfig(**common, n_kv_head=2),
+    "MQA": DecoderConfig(**common, n_kv_head=1),
+}
+for d_c in (tr["kv_lora_rank"], 4 * tr["head_dim"]):  # a tight latent, and DeepSeek's ratio d_c = 4 d_h
+    variants[f"MLA-{d_c}"] = DecoderConfig(**common, attention="mla", kv_lora_rank=d_c,
+                                           qk_nope_head_dim=tr["qk_nope_head_dim"],
+                                           qk_rope_head_dim=tr["qk_rope_head_dim"], v_head_dim=tr["v_head_dim"])
+
+
+def cache_elements(cfg: DecoderConfig) -> int:
+    """Cached numbers per token, all layers."""
+    per_layer = cfg.kv_lora_rank + cfg.qk_rope_head_dim if cfg.attention == "mla" else 2 * cfg.n_kv_head * cfg.head_dim
+    return per_layer * cfg.n_layer
+
+
+runs = {}
+for name, cfg in variants.items():
+    seed_everything(1337)
+    model = Decoder(cfg)
+    result = train(model, get_batch, TrainConfig(max_steps=tr["max_steps"], lr=tr["lr"], warmup_steps=tr["warmup_steps"],
+                                                 eval_every=tr["max_steps"], eval_batches=tr["eval_batches"]))
+    runs[name] = dict(params=model.num_params(), val=result.final_val_loss, kv_bytes=2 * cache_elements(cfg))
+    # the cache the model really allocates agrees with the formula (MLA trains on its naive path, which is
+    # cheaper with many queries, and decodes on the absorbed one, which caches the latent)
+    for module in model.modules():
+        if isinstance(module, MLA):
+            module.mode = "absorbed"
+    cache = model.new_cache(1, 8)
+    with torch.no_grad():
+        model(torch.zeros(1, 8, dtype=torch.long, device=next(model.parameters()).device), cache=cache)
+    held = sum(c.nbytes() if callable(c.nbytes) else c.k[:, :, :8].numel() * 2 * c.k.element_size() for c in cache)
+    assert held == 8 * cache_elements(cfg) * 4, name  # 8 tokens, float32
+
+print("| attention | parameters | KV cache per token (bf16) | val loss (nats/char) |")
+print("| --- | --- | --- | --- |")
+for name, r in runs.items():
+    print(f"| {name} | {r['params']:,} | {r['kv_bytes']:,} B | {r['val']:.3f} |")
+
+fig, ax = plt.subplots(figsize=(6, 4))
+for name, r in runs.items():
+    ax.scatter(r["kv_bytes"], r["val"], s=60)
+    ax.annotate(name, (r["kv_bytes"], r["val"]), textcoords="offset points", xytext=(6, 4))
+ax.set_xscale("log", base=2)
+ax.set_xlabel("KV cache per token, all layers (bytes, bf16)")
+ax.set_ylabel("validation loss (nats/char)")
+ax.set_title(f"{tr['max_steps']} steps on stories, {tr['n_layer']} layers, {tr['n_embd']} wide")
+plt.show()
+
+mla_small, mla_wide = [k for k in runs if k.startswith("MLA")]
+assert runs[mla_small]["kv_bytes"] < runs["MQA"]["kv_bytes"] < runs["GQA-2"]["kv_bytes"] < runs["MHA"]["kv_bytes"]
+assert all(r["val"] < math.log(len(vocab)) for r in runs.values()), "every model learned something"
+ranking = sorted(runs, key=lambda k: runs[k]["val"])
+spread = runs[ranking[-1]]["val"] - runs[ranking[0]]["val"]
+print("ranking by validation loss:", " < ".join(ranking), f"(spread {spread:.3f} nats)")
+for name in (mla_small, mla_wide):
+    peer = min(("MHA", "GQA-2", "MQA"), key=lambda k: abs(math.log(runs[k]["kv_bytes"] / runs[name]["kv_bytes"])))
+    print(f"{name}: {runs[name]['kv_bytes']} B/token, val {runs[name]['val']:.3f}; the GQA-family model with the "
+          f"nearest cache, {peer} ({runs[peer]['kv_bytes']} B/token), val {runs[peer]['val']:.3f}")
+
+# %% [markdown]
+# Read this plot with care: the models are tiny, trained briefly, one seed each. The cache axis is exact; the
+# loss axis is what this run measured, printed above with the model of the GQA family whose cache is nearest.
+# In this run, within the GQA family the loss follows the cache size (MHA, then GQA-2, then MQA), and both MLA
+# models do worse than the GQA-family model with the nearest cache: at this scale MLA gets no free lunch. DeepSeek-V2 (Appendix D) reports MLA *better* than MHA at the
+# 7B-parameter scale, trained on trillions of tokens; a 96-wide model trained for a few seconds on stories
+# cannot test that claim, and this chapter does not pretend to.
+#
+# ## Paper says / we measured
+
+# %%
+h200_b32 = h200.get((32, 32768)) if results.exists() else None
+h200_b1 = h200.get((1, 32768)) if results.exists() else None
+print("| claim | paper | ours | why they differ |")
+print("| --- | --- | --- | --- |")
+print(f"| KV cache vs DeepSeek 67B | -93.3% | {-by_bits:.1%} (bits), {-by_elements:.1%} (elements) | the 93.3% assumes a ~6-bit V2 cache |")
+print(f"| MLA cache as GQA groups | 2.25 | {groups_equivalent} | same formula |")
+if h200_b32:
+    print(f"| absorbed vs decompressed decode, batch 32 | 3.63x (A100, a published measurement) | {h200_b32[9]} einsum, "
+          f"{h200_b32[7]} Triton (H200, 32K) | different GPU, context and implementation |")
+    print(f"| absorbed vs decompressed decode, batch 1 | 20x (A100, a published measurement) | {h200_b1[9]} einsum, "
+          f"{h200_b1[7]} Triton (H200, 32K) | at batch 1 our naive path already streams at 2.7 TB/s |")
+print(f"| MLA vs MHA quality | MLA better (7B scale) | MHA {runs['MHA']['val']:.3f}, {mla_wide} "
+      f"{runs[mla_wide]['val']:.3f}, {mla_small} {runs[mla_small]['val']:.3f} nats | "
+      f"{tr['n_embd']}-wide models, {tr['max_steps']} steps, one seed |")
+
+# %% [markdown]
+# ## In the wild
+# transformers ships DeepSeek-V3's attention as `DeepseekV3Attention`. `nanoseek.interop.deepseek_v3.mla_from_hf`
+# loads one into our MLA. Two details matter: DeepSeek's checkpoints lay the RoPE dimensions out as interleaved
+# pairs (`rope_interleave=True`), which we turn into our half layout by permuting the RoPE rows of the two
+# projections once at load time; and V3 uses YaRN to stretch its context, which changes the RoPE tables and the
+# softmax scale, so we copy both from transformers. A tiny random layer (every weight randomized, norms included):
+
+# %%
+from transformers import DeepseekV3Config
+from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3Attention, DeepseekV3RotaryEmbedding
+
+from nanoseek.interop.deepseek_v3 import mla_from_hf
+
+hf_cfg = DeepseekV3Config(hidden_size=64, num_attention_heads=4, num_key_value_heads=4, kv_lora_rank=32,
+                          q_lora_rank=48, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
+                          max_position_embeddings=64, num_hidden_layers=1, vocab_size=32, rope_interleave=True,
+                          attn_implementation="eager")
+hf_attn = randomize(DeepseekV3Attention(hf_cfg, layer_idx=0), seed=3)
+ours = mla_from_hf(hf_attn, mode="absorbed")
+x = torch.randn(2, 9, 64)
+with torch.no_grad():
+    cos_sin = DeepseekV3RotaryEmbedding(hf_cfg)(x, torch.arange(9)[None])
+    mask = torch.full((9, 9), float("-inf")).triu(1)[None, None]
+    ref = hf_attn(x, position_embeddings=cos_sin, attention_mask=mask)[0]
+    torch.testing.assert_close(ours(x), ref, atol=1e-5, rtol=1e-5)
+print("transformers DeepseekV3Attention == nanoseek MLA (absorbed path) ✓")
+
+# %% [markdown]
+# To run the real thing on a GPU, `AutoModelForCausalLM.from_pretrained("deepseek-ai/DeepSeek-V2-Lite")`
+# (16B parameters, MLA in every layer, `q_lora_rank=None`) fits on one 40 GB+ card in bf16. Production decoders
+# go further than this chapter: FlashMLA (DeepSeek's CUDA kernels for Hopper) runs the absorbed path with the
+# latent cache in pages of 64 tokens, and DeepSeek serves V2 with the cache quantized to about 6 bits.
+#
+# ## Advanced: a fused decode kernel (GPU only)
+# The absorbed einsums read the latent cache twice (for the scores and for the weighted sum) and write the
+# whole score tensor to memory in between. A fused kernel reads each cache tile once and computes an
+# **online softmax (在线 softmax)**, as FlashAttention does: a running maximum $m$, a running sum $\ell$ and a running weighted sum
+# $a$, rescaled by $e^{m_\text{old} - m_\text{new}}$ whenever a new tile raises the maximum. Decode has only one
+# query per sequence, so to keep a large GPU busy the kernel also splits the context, as
+# **flash-decoding (闪电解码, FlashDecoding)** does: each
+# program handles one chunk of the cache for a block of heads and writes a partial output with its log-sum-exp,
+# and a second small kernel merges the chunks (exercise 4 asks you to write that merge). Here is the whole
+# module; on a machine with CUDA, the next cell checks it against the einsums:
+
+# %%
+from nanoseek.kernels import mla_decode as mla_kernels
+
+nanoseek.show(mla_kernels)
+
+# %%
+if torch.cuda.is_available() and mla_kernels.triton is not None:
+    gq = torch.Generator(device="cuda").manual_seed(0)
+    args = [torch.randn(*shape, device="cuda", generator=gq).bfloat16()
+            for shape in ((4, 128, 512), (4, 128, 64), (4, 4096, 512), (4, 4096, 64))]
+    fused = mla_kernels.mla_decode_triton(*args, 192 ** -0.5).float()
+    reference = mla_kernels.mla_decode_einsum(*[a.float() for a in args], 192 ** -0.5)
+    print(f"max |Triton - einsum| = {(fused - reference).abs().max().item():.2e} (bf16 inputs)")
+    assert (fused - reference).abs().max().item() < 2e-2
+else:
+    print("no CUDA here: the package falls back to the einsum path (mla_decode(..., backend='auto'))")
+
+# %% [markdown]
+# What it reaches on the H200 with V3's shapes (from the results file): the kernel alone reads the latent cache
+# at about 1.2 TB/s, about 28% of the 4.25 TB/s the same GPU copies at, and runs twice as fast as the einsums at
+# batch 32. It does not reach the goal of half the copy bandwidth, and the arithmetic says why: with 128 heads
+# sharing one latent, every cached byte feeds $2 \cdot 128 \cdot (2 \cdot 512 + 64) / 1152 \approx 242$ FLOP, so
+# reading at 2.1 TB/s would need about 510 TFLOP/s of tensor-core work. Absorbed MLA with many heads is limited
+# by arithmetic as much as by memory; DeepSeek's own FlashMLA reports the same for 128 heads.
+
+# %%
+if results.exists():
+    bw = [line for line in text.split("## Achieved bandwidth", 1)[1].splitlines() if line.startswith("|")]
+    print("\n".join(bw[:2] + [row for row in bw if row.startswith(("| 32 | 32768", "| 1 | 32768"))]))
+
+# %% [markdown]
+# ## Summary
+# - The KV cache per token is $2 n_h d_h$ (MHA), $2 n_g d_h$ (GQA), $2 d_h$ (MQA) and $d_c + d^R_h$ (MLA) numbers
+#   per layer; for DeepSeek-V2/V3 MLA equals GQA with 2.25 groups, and the 93.3% figure assumes a 6-bit cache.
+# - MLA caches one normalized latent per token and re-creates every head's key and value from it.
+# - RoPE puts a distance-dependent rotation between query and key, so the key up-projection cannot be folded
+#   into the query; a small shared, separately rotated key carries the positions instead.
+# - Absorbed MLA scores the query against the latent directly and applies $W^{UV}$ after the weighted sum:
+#   the same outputs, a cache many times smaller, and 10x faster decode than the per-head cache on an H200.
+# - A fused flash-decoding kernel doubles the einsum speed at batch 32; with 128 heads it is limited by
+#   tensor-core arithmetic, not only by memory.
+#
+# ## Exercises
+# Edit each function, run its cell, and the checker tells you whether it is right. Solutions are hidden below
+# each exercise.
+#
+# **Exercise 1 (easy).** Count the KV cache per token, in elements, for all layers: `kind` is `"mha"`, `"gqa"`,
+# `"mqa"` or `"mla"`.
+
+# %% tags=["exercise"]
+from nanoseek.exercises.ch05 import check_kv_cache_elements
+
+
+def kv_cache_elements(kind: str, n_layer: int, n_head: int, head_dim: int, n_kv_head: int,
+                      kv_lora_rank: int, rope_dim: int) -> int:
+    raise NotImplementedError  # your code here
+
+
+check_kv_cache_elements(kv_cache_elements)
+
+# %% tags=["solution", "hide-input"]
+from nanoseek.exercises.ch05 import check_kv_cache_elements
+
+
+def kv_cache_elements(kind: str, n_layer: int, n_head: int, head_dim: int, n_kv_head: int,
+                      kv_lora_rank: int, rope_dim: int) -> int:
+    per_layer = {"mha": 2 * n_head * head_dim, "gqa": 2 * n_kv_head * head_dim, "mqa": 2 * head_dim,
+                 "mla": kv_lora_rank + rope_dim}[kind]
+    return per_layer * n_layer
+
+
+assert check_kv_cache_elements(kv_cache_elements)
+
+# %% [markdown]
+# **Exercise 2 (medium).** The absorbed score: compute $q^C_{t,i} \cdot (W^{UK}_i c_s)$ for every head and cached
+# token *without* building the keys (move the query into latent space first).
+
+# %% tags=["exercise"]
+import torch
+from nanoseek.exercises.ch05 import check_absorbed_scores
+
+
+def absorbed_scores(q_nope: torch.Tensor, w_uk: torch.Tensor, c_kv: torch.Tensor) -> torch.Tensor:
+    """q_nope (B, H, n), w_uk (H, n, c), c_kv (B, S, c) -> scores (B, H, S)."""
+    raise NotImplementedError  # your code here
+
+
+check_absorbed_scores(absorbed_scores)
+
+# %% tags=["solution", "hide-input"]
+import torch
+from nanoseek.exercises.ch05 import check_absorbed_scores
+
+
+def absorbed_scores(q_nope: torch.Tensor, w_uk: torch.Tensor, c_kv: torch.Tensor) -> torch.Tensor:
+    q_lat = torch.einsum("bhn,hnc->bhc", q_nope, w_uk)  # (B, H, c)
+    return torch.einsum("bhc,bsc->bhs", q_lat, c_kv)
+
+
+assert check_absorbed_scores(absorbed_scores)
+
+# %% [markdown]
+# **Exercise 3 (medium).** Why RoPE cannot be absorbed, as a numeric check: write RoPE at position `pos` (half
+# layout, $\theta = 10000$) as a `(dim, dim)` matrix $R$ with $R x$ equal to the rotated $x$. The checker then
+# verifies that $R_t^\top R_s = R_{s-t}$, the distance-dependent matrix that sits between query and key.
+
+# %% tags=["exercise"]
+import torch
+from nanoseek.exercises.ch05 import check_rope_matrix
+
+
+def rope_matrix(pos: int, dim: int) -> torch.Tensor:
+    """(dim, dim) rotation: pair (i, i + dim/2) turns by pos * 10000^(-2i/dim)."""
+    raise NotImplementedError  # your code here
+
+
+check_rope_matrix(rope_matrix)
+
+# %% tags=["solution", "hide-input"]
+import torch
+from nanoseek.exercises.ch05 import check_rope_matrix
+
+
+def rope_matrix(pos: int, dim: int) -> torch.Tensor:
+    half = dim // 2
+    angle = pos * 10000.0 ** (-torch.arange(0, dim, 2).float() / dim)  # (dim/2,)
+    i = torch.arange(half)
+    R = torch.zeros(dim, dim)
+    R[i, i], R[i, i + half] = angle.cos(), -angle.sin()
+    R[i + half, i], R[i + half, i + half] = angle.sin(), angle.cos()
+    return R
+
+
+assert check_rope_matrix(rope_matrix)
+
+# %% [markdown]
+# **Exercise 4 (harder).** The merge step of flash-decoding. The context was cut into $P$ chunks; for each chunk
+# and head you have the softmax-normalized output over that chunk's keys, `o[p]` (H, C), and the log-sum-exp of
+# that chunk's scores, `lse[p]` (H,). Return the output of one softmax over all keys, (H, C). Keep it stable:
+# scores can be large.
+
+# %% tags=["exercise"]
+import torch
+from nanoseek.exercises.ch05 import check_combine_splits
+
+
+def combine_splits(o: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    """o (P, H, C), lse (P, H) -> (H, C)."""
+    raise NotImplementedError  # your code here
+
+
+check_combine_splits(combine_splits)
+
+# %% tags=["solution", "hide-input"]
+import torch
+from nanoseek.exercises.ch05 import check_combine_splits
+
+
+def combine_splits(o: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    w = torch.exp(lse - lse.max(dim=0).values)  # (P, H): each chunk's share of the total mass, up to a constant
+    return (w[..., None] * o).sum(0) / w.sum(0)[..., None]
+
+
+assert check_combine_splits(combine_splits)
+
+# %% [markdown]
+# ## Further reading
+# - DeepSeek-V2, where MLA is introduced (Section 2.1, Table 1, Appendix D): {cite}`deepseekv2`. DeepSeek-V3
+#   keeps it unchanged: {cite}`deepseekv3`.
+# - Multi-query attention {cite}`shazeer2019fast` and grouped-query attention {cite}`ainslie2023gqa`, the cache
+#   savings MLA competes with; RoPE {cite}`su2021roformer`.
+# - FlashAttention's online softmax {cite}`dao2022flashattention` and FlashDecoding's split context
+#   {cite}`dao2023flashdecoding`; DeepSeek's FlashMLA kernels {cite}`flashmla2025`.
