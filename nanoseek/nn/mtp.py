@@ -136,4 +136,20 @@ def combine_losses(main: torch.Tensor, mtp: list[torch.Tensor], lam: float) -> t
     return main + lam * torch.stack(mtp).mean()
 
 
-__all__ = ["MTPModule", "MultiTokenPrediction", "combine_losses", "RunBlock"]
+
+
+def mtp_loss_fn(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
+    """`loss_fn` for `nanoseek.train.train`: the total loss, with its parts ("main", "mtp_1", ...) as metrics."""
+    x, y = batch[0], batch[1]
+    _, loss = model(x, y)
+    return loss, {name: float(value) for name, value in getattr(model, "last_losses", {}).items()}
+
+
+def main_loss_fn(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Cross-entropy of the main output head only: the one number that compares models with and without MTP."""
+    x, y = batch[0], batch[1]
+    logits, _ = model(x)  # (B, T, V); no targets, so no MTP work
+    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-100)
+
+
+__all__ = ["MTPModule", "MultiTokenPrediction", "combine_losses", "mtp_loss_fn", "main_loss_fn", "RunBlock"]
