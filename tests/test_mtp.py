@@ -10,6 +10,15 @@ from nanoseek.nn.mtp import MTPModule, MultiTokenPrediction, combine_losses
 V = C = 8
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run many small forwards: one thread avoids oversubscribing a busy 2-core CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _hand_mtp(depth: int, take: str) -> tuple[MultiTokenPrediction, nn.Embedding, nn.Linear]:
     """Identity blocks, one-hot embeddings, a head that maps token v to v+1; eh_proj reads one half only."""
     mtp = MultiTokenPrediction(C, depth, make_block=lambda k: nn.Identity())
@@ -93,3 +102,146 @@ def test_bad_inputs_name_the_field_and_value():
         mtp(torch.zeros(1, 4, C), torch.zeros(1, 4, dtype=torch.long), embed, head, torch.zeros(1, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="emb_next="):
         mtp.depths[0](torch.zeros(1, 4, C), torch.zeros(1, 3, C))
+
+
+# ---- the decoder with MTP -------------------------------------------------------------------------------
+
+from nanoseek.generate import generate, generate_speculative_mtp  # noqa: E402
+from nanoseek.models.decoder import Decoder, DecoderConfig  # noqa: E402
+from nanoseek.nn.mtp import main_loss_fn, mtp_loss_fn  # noqa: E402
+
+SMALL = dict(vocab_size=16, n_layer=2, n_embd=32, n_head=4, n_kv_head=2, intermediate_size=64, max_seq_len=96)
+
+
+def _model(depth: int, seed: int = 0, **kw) -> Decoder:
+    torch.manual_seed(seed)
+    return Decoder(DecoderConfig(**{**SMALL, **kw}, mtp_depth=depth)).eval()
+
+
+def test_mtp_depth_0_is_exactly_the_plain_decoder():
+    torch.manual_seed(0)
+    plain = Decoder(DecoderConfig(**SMALL)).eval()
+    zero = _model(0)  # the same seed, mtp_depth=0 given explicitly
+    assert zero.mtp is None
+    assert plain.state_dict().keys() == zero.state_dict().keys()
+    for (name, a), b in zip(plain.state_dict().items(), zero.state_dict().values()):
+        assert torch.equal(a, b), name
+    x, y = torch.randint(0, 16, (2, 12)), torch.randint(0, 16, (2, 12))
+    (la, loss_a), (lb, loss_b) = plain(x, y), zero(x, y)
+    assert torch.equal(la, lb) and torch.equal(loss_a, loss_b)
+    assert zero.last_losses.keys() == {"main"}
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_mtp_leaves_the_main_model_alone_and_adds_lambda_times_mean(depth):
+    plain, mtp = _model(0), _model(depth, seed=1, mtp_lambda=0.25)
+    # the MTP model's state is the plain model's state plus the mtp.* entries
+    missing, unexpected = mtp.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(name.startswith("mtp.depths.") for name in missing)
+    x, y = torch.randint(0, 16, (2, 12)), torch.randint(0, 16, (2, 12))
+    (lp, loss_p), (lm, loss_m) = plain(x, y), mtp(x, y)
+    assert torch.equal(lp, lm)
+    parts = mtp.last_losses
+    assert torch.equal(parts["main"], loss_p) and torch.equal(main_loss_fn(mtp, (x, y)), loss_p)
+    assert sorted(parts) == ["main"] + [f"mtp_{k}" for k in range(1, depth + 1)]
+    expected = parts["main"] + 0.25 * torch.stack([parts[f"mtp_{k}"] for k in range(1, depth + 1)]).mean()
+    torch.testing.assert_close(loss_m, expected)
+    total, metrics = mtp_loss_fn(mtp, (x, y))
+    assert torch.equal(total, loss_m) and metrics["main"] == pytest.approx(loss_p.item())
+
+
+def test_mtp_gradients_reach_the_mtp_modules_and_the_shared_embedding():
+    model = _model(2).train()
+    x, y = torch.randint(0, 16, (2, 12)), torch.randint(0, 16, (2, 12))
+    model(x, y)[1].backward()
+    for name, p in model.mtp.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    # the embedding gets gradient from the MTP input path too: positions the main model never reads as input
+    # cannot exist, so compare against the main loss alone
+    g_total = model.embed.weight.grad.clone()
+    model.zero_grad()
+    main_loss_fn(model, (x, y)).backward()
+    assert not torch.allclose(g_total, model.embed.weight.grad)
+
+
+@pytest.mark.parametrize("field,value", [("mtp_depth", -1), ("mtp_depth", 1.5), ("mtp_depth", True),
+                                         ("mtp_depth", 96), ("mtp_lambda", -0.1), ("mtp_lambda", "0.3")])
+def test_bad_mtp_config_names_field_and_value(field, value):
+    with pytest.raises(ValueError, match=f"{field}={value!r}".replace("(", r"\(").replace(".", r"\.")):
+        DecoderConfig(**{**SMALL, field: value})
+
+
+# ---- self-speculative decoding ---------------------------------------------------------------------------
+
+def _check_drafts_against_full_forward(model: Decoder, out: torch.Tensor, stats) -> None:
+    """Every draft equals what the MTP modules say on the full sequence without any cache."""
+    D = model.mtp.depth
+    for N, drafts, _ in stats.rounds:
+        toks = out[0, :N].tolist()
+        for k, d in enumerate(drafts, start=1):
+            full = torch.tensor([toks + drafts[: k - 1] + [0] * D])  # padding after N-2+k changes nothing there
+            logits, _ = model.mtp(model.hidden(full), full, model.embed, model.lm_head)
+            assert logits[k - 1][0, N - 2].argmax().item() == d, (N, k)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_speculative_equals_greedy_on_untrained_models(depth):
+    for seed in range(4):
+        model = _model(depth, seed=seed)
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randint(0, 16, (1, 1 + 3 * seed), generator=g)
+        ref = generate(model, idx, 24, temperature=0)
+        out, stats = generate_speculative_mtp(model, idx, 24)
+        assert torch.equal(out, ref), (depth, seed)
+        assert stats.new_tokens == 24 and 1 <= stats.main_forwards <= 24
+        assert stats.tokens_per_forward == pytest.approx(24 / stats.main_forwards)
+        assert sum(a for *_, a in stats.rounds) == stats.new_tokens - stats.main_forwards
+        _check_drafts_against_full_forward(model, out, stats)
+
+
+def test_speculative_on_a_trained_model_accepts_most_drafts_and_still_equals_greedy():
+    torch.manual_seed(0)
+    perm = torch.randperm(16)
+    model = _model(2, seed=1, n_layer=1)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(60):  # sequences that follow t_{i+1} = perm[t_i]: depth k must learn perm^(k+1)
+        seq = [torch.randint(0, 16, (8,))]
+        for _ in range(24):
+            seq.append(perm[seq[-1]])
+        seq = torch.stack(seq, dim=1)
+        loss = model(seq[:, :-1], seq[:, 1:])[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    idx = torch.tensor([[3]])
+    out, stats = generate_speculative_mtp(model, idx, 40)
+    assert torch.equal(out, generate(model, idx, 40, temperature=0))
+    assert stats.acceptance_rate > 0.8 and stats.tokens_per_forward > 2.0, stats
+    _check_drafts_against_full_forward(model, out, stats)
+    one, stats1 = generate_speculative_mtp(model, idx, 40, n_draft=1)
+    assert torch.equal(one, out) and stats1.drafted[0] > 0 and len(stats1.drafted) == 1
+
+
+def test_speculative_stops_at_eos_like_generate():
+    model = _model(1, seed=3)
+    idx = torch.tensor([[1, 2, 3]])
+    ref = generate(model, idx, 30, temperature=0)
+    eos = ref[0, 6].item()
+    out, _ = generate_speculative_mtp(model, idx, 30, eos_id=eos)
+    assert torch.equal(out, generate(model, idx, 30, temperature=0, eos_id=eos))
+
+
+def test_speculative_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="mtp_depth=0"):
+        generate_speculative_mtp(_model(0), torch.tensor([[1]]), 4)
+    model = _model(2)
+    with pytest.raises(ValueError, match="n_draft=3"):
+        generate_speculative_mtp(model, torch.tensor([[1]]), 4, n_draft=3)
+    with pytest.raises(ValueError, match="batch size 2"):
+        generate_speculative_mtp(model, torch.tensor([[1], [2]]), 4)
+    with pytest.raises(ValueError, match="context length 96"):
+        generate_speculative_mtp(model, torch.tensor([[1]]), 200)
+    out, stats = generate_speculative_mtp(model, torch.tensor([[1]]), 0)
+    assert out.tolist() == [[1]] and stats.main_forwards == 0

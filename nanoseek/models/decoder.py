@@ -10,6 +10,10 @@ embeddings, rope theta, RMSNorm eps), so `nanoseek.interop` can move weights to 
 Each switch is a small builder function in `ATTENTION_BUILDERS` / `FFN_BUILDERS`: adding a variant is one
 function and one dictionary entry (plus its config fields and their validation).
 
+Chapter 7 adds ``mtp_depth`` multi-token-prediction modules (`nanoseek.nn.mtp`) that share the embedding and
+the LM head; ``mtp_depth=0`` (the default) is the plain decoder, parameter for parameter. With MTP the loss is
+``L_main + mtp_lambda · mean_k L_MTP^k`` and ``model.last_losses`` holds the parts ("main", "mtp_1", ...).
+
 Calling convention, shared by every model of the book: ``logits, loss = model(idx, targets=None, cache=None)``.
 ``targets`` uses -100 at positions without loss. **Auxiliary losses hook**: after the forward pass, every
 submodule that has an attribute ``aux_loss`` holding a tensor (the MoE router's balance loss in chapter 6)
@@ -28,6 +32,7 @@ from torch import nn
 
 from nanoseek.nn.attention import Attention
 from nanoseek.nn.mlp import SwiGLU
+from nanoseek.nn.mtp import MultiTokenPrediction, combine_losses
 from nanoseek.nn.norm import RMSNorm
 from nanoseek.nn.rope import LAYOUTS
 
@@ -50,6 +55,8 @@ class DecoderConfig:
     attention: str = "gqa"       # switch point: chapter 5 adds "mla"
     ffn: str = "dense"           # switch point: chapter 6 adds "moe"
     init_std: float = 0.02
+    mtp_depth: int = 0           # chapter 7: D multi-token-prediction modules (0: none, the plain decoder)
+    mtp_lambda: float = 0.3      # chapter 7: weight λ of the mean MTP loss (DeepSeek-V3: 0.3, later 0.1)
 
     def __post_init__(self):
         for name in ("vocab_size", "n_layer", "n_embd", "n_head", "n_kv_head", "intermediate_size", "max_seq_len"):
@@ -75,6 +82,12 @@ class DecoderConfig:
             raise ValueError(f"DecoderConfig.norm_eps must be > 0, got norm_eps={self.norm_eps!r}")
         if not (isinstance(self.init_std, (int, float)) and self.init_std > 0):
             raise ValueError(f"DecoderConfig.init_std must be > 0, got init_std={self.init_std!r}")
+        if isinstance(self.mtp_depth, bool) or not isinstance(self.mtp_depth, int) or self.mtp_depth < 0:
+            raise ValueError(f"DecoderConfig.mtp_depth must be an integer >= 0, got mtp_depth={self.mtp_depth!r}")
+        if self.mtp_depth >= self.max_seq_len:
+            raise ValueError(f"DecoderConfig.mtp_depth={self.mtp_depth} must be < max_seq_len={self.max_seq_len}")
+        if not (isinstance(self.mtp_lambda, (int, float)) and self.mtp_lambda >= 0):
+            raise ValueError(f"DecoderConfig.mtp_lambda must be >= 0, got mtp_lambda={self.mtp_lambda!r}")
         if self.attention not in ATTENTION_BUILDERS:
             raise ValueError(f"DecoderConfig.attention={self.attention!r} is not one of {tuple(ATTENTION_BUILDERS)}")
         if self.ffn not in FFN_BUILDERS:
@@ -137,6 +150,11 @@ class Decoder(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        # chapter 7: MTP depth k runs one more block of the same kind (layer index n_layer + k - 1)
+        self.mtp = (MultiTokenPrediction(config.n_embd, config.mtp_depth,
+                                         lambda k: Block(config, config.n_layer + k - 1), config.norm_eps)
+                    if config.mtp_depth else None)
+        self.last_losses: dict[str, torch.Tensor] = {}  # the parts of the last loss: "main", "mtp_1", ...
         self.reset_parameters()
 
     @torch.no_grad()
@@ -170,17 +188,27 @@ class Decoder(nn.Module):
             raise ValueError(f"idx must be (B, T) token ids, got shape {tuple(idx.shape)}")
         if cache is not None and len(cache) != len(self.layers):
             raise ValueError(f"cache has {len(cache)} layers, the model has n_layer={len(self.layers)}")
-        x = self.embed(idx)  # (B, T, C)
-        for i, block in enumerate(self.layers):
-            x = block(x, None if cache is None else cache[i])
-        logits = self.lm_head(self.norm(x))  # (B, T, V)
+        h = self.hidden(idx, cache)  # (B, T, C)
+        logits = self.lm_head(h)  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+            self.last_losses = {"main": loss.detach()}
+            if self.mtp is not None:  # chapter 7: L = L_main + λ · mean_k L_MTP^k
+                _, mtp_losses = self.mtp(h, idx, self.embed, self.lm_head, targets)
+                self.last_losses.update({f"mtp_{k}": lk.detach() for k, lk in enumerate(mtp_losses, start=1)})
+                loss = combine_losses(loss, mtp_losses, self.config.mtp_lambda)
             aux = self.aux_loss()
             if aux is not None:
                 loss = loss + aux
         return logits, loss
+
+    def hidden(self, idx: torch.Tensor, cache: list | None = None) -> torch.Tensor:
+        """The representation the LM head reads: final-normed hidden states (B, T, C)."""
+        x = self.embed(idx)  # (B, T, C)
+        for i, block in enumerate(self.layers):
+            x = block(x, None if cache is None else cache[i])
+        return self.norm(x)
 
     def aux_loss(self) -> torch.Tensor | None:
         """Sum of the `aux_loss` tensors the submodules set in the last forward (None if there are none)."""
