@@ -146,8 +146,11 @@ def test_mtp_leaves_the_main_model_alone_and_adds_lambda_times_mean(depth):
     assert sorted(parts) == ["main"] + [f"mtp_{k}" for k in range(1, depth + 1)]
     expected = parts["main"] + 0.25 * torch.stack([parts[f"mtp_{k}"] for k in range(1, depth + 1)]).mean()
     torch.testing.assert_close(loss_m, expected)
+    mtp.train()
     total, metrics = mtp_loss_fn(mtp, (x, y))
     assert torch.equal(total, loss_m) and metrics["main"] == pytest.approx(loss_p.item())
+    mtp.eval()  # evaluation (nanoseek.train.evaluate) sees the main head only
+    assert torch.equal(mtp_loss_fn(mtp, (x, y))[0], loss_p)
 
 
 def test_mtp_gradients_reach_the_mtp_modules_and_the_shared_embedding():

@@ -139,7 +139,14 @@ def combine_losses(main: torch.Tensor, mtp: list[torch.Tensor], lam: float) -> t
 
 
 def mtp_loss_fn(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, dict[str, float]]:
-    """`loss_fn` for `nanoseek.train.train`: the total loss, with its parts ("main", "mtp_1", ...) as metrics."""
+    """`loss_fn` for `nanoseek.train.train` that trains on the total loss and evaluates the main head only.
+
+    In training mode: (L_main + λ · mean_k L_MTP^k, {"main": ..., "mtp_1": ..., ...}), the parts recorded as
+    metrics. In eval mode (what `nanoseek.train.evaluate` sets): the main head's cross-entropy, so a run's
+    validation curve is the same quantity with and without MTP.
+    """
+    if not model.training:
+        return main_loss_fn(model, batch), {}
     x, y = batch[0], batch[1]
     _, loss = model(x, y)
     return loss, {name: float(value) for name, value in getattr(model, "last_losses", {}).items()}
