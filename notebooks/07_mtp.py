@@ -466,17 +466,35 @@ try:
     from transformers.modeling_layers import MtpLayer
 except ImportError:  # older transformers
     MtpLayer = None
-if MtpLayer is not None:
+if MtpLayer is not None:  # parity: transformers' MtpLayer around a random Qwen2 block == our MTPModule
     from transformers import Qwen2Config
-    from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm, Qwen2RotaryEmbedding
 
-    hf_layer = MtpLayer(Qwen2Config(hidden_size=32, intermediate_size=48, num_attention_heads=4,
-                                    num_key_value_heads=2), Qwen2DecoderLayer, Qwen2RMSNorm, 0)
-    ours = check.mtp.depths[0]
+    from nanoseek.interop.qwen2 import config_from_hf, key_from_hf
+    from nanoseek.models.decoder import Block
+
+    torch.manual_seed(0)
+    hc = Qwen2Config(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+                     vocab_size=V, num_hidden_layers=1, max_position_embeddings=64, rms_norm_eps=1e-6)
+    hc._attn_implementation = "eager"
+    hf_layer = MtpLayer(hc, Qwen2DecoderLayer, Qwen2RMSNorm, 0).eval()
+    with torch.no_grad():  # every weight random, norm gains and biases included
+        for p in hf_layer.parameters():
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if p.dim() == 1 and p.shape[0] == 32 else 0.0))
+    ours = MTPModule(32, Block(config_from_hf(hc, max_seq_len=64), 1)).eval()
+    ours.load_state_dict({  # mtp_block.* -> block.* (Qwen2 names -> ours), post_norm -> norm
+        ("block." + key_from_hf("model.layers.0." + k[10:])[9:]) if k.startswith("mtp_block.")
+        else {"post_norm.weight": "norm.weight"}.get(k, k): v for k, v in hf_layer.state_dict().items()})
+    h_prev, emb = torch.randn(2, 7, 32), torch.randn(2, 7, 32)
+    pos = torch.arange(7)[None].expand(2, 7)
+    mask = torch.full((7, 7), float("-inf")).triu(1)[None, None].expand(2, 1, 7, 7)
+    with torch.no_grad():
+        theirs = hf_layer(emb, h_prev, position_embeddings=Qwen2RotaryEmbedding(hc)(emb, pos), attention_mask=mask,
+                          position_ids=pos, cache=None)
     print("transformers MtpLayer:", [n for n, _ in hf_layer.named_children()])
     print("nanoseek MTPModule:   ", [n for n, _ in ours.named_children()])
-    assert {"enorm", "hnorm", "eh_proj"} <= {n for n, _ in hf_layer.named_children()}
-    assert hf_layer.eh_proj.weight.shape == ours.eh_proj.weight.shape
+    torch.testing.assert_close(ours(h_prev, emb), theirs, atol=1e-5, rtol=1e-5)
+    print(f"same output, max |difference| {(ours(h_prev, emb) - theirs).abs().max():.1e} ✓")
 
 # %% [markdown]
 # ## Summary

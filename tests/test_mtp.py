@@ -248,3 +248,44 @@ def test_speculative_rejects_bad_arguments():
         generate_speculative_mtp(model, torch.tensor([[1]]), 200)
     out, stats = generate_speculative_mtp(model, torch.tensor([[1]]), 0)
     assert out.tolist() == [[1]] and stats.main_forwards == 0
+
+
+# ---- parity with transformers' MtpLayer -----------------------------------------------------------------
+
+def test_mtp_module_matches_transformers_mtp_layer():
+    """transformers' generic MtpLayer (DeepSeek-V3, GLM-4.5, ...) around a random Qwen2 block == our MTPModule."""
+    modeling_layers = pytest.importorskip("transformers.modeling_layers")
+    if not hasattr(modeling_layers, "MtpLayer"):
+        pytest.skip("this transformers has no MtpLayer")
+    from transformers import Qwen2Config
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer, Qwen2RMSNorm, Qwen2RotaryEmbedding
+
+    from nanoseek.interop.qwen2 import config_from_hf, key_from_hf
+    from nanoseek.models.decoder import Block
+
+    torch.manual_seed(0)
+    hc = Qwen2Config(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+                     vocab_size=50, num_hidden_layers=1, max_position_embeddings=64, rms_norm_eps=1e-6)
+    hc._attn_implementation = "eager"
+    hf = modeling_layers.MtpLayer(hc, Qwen2DecoderLayer, Qwen2RMSNorm, 0).eval()
+    with torch.no_grad():  # every weight random: norms (around 1), biases, projections
+        for p in hf.parameters():
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if p.dim() == 1 and p.shape[0] == 32 else 0.0))
+    cfg = config_from_hf(hc, max_seq_len=64)
+    ours = MTPModule(32, Block(cfg, 1), eps=cfg.norm_eps).eval()
+    state = {}
+    for key, value in hf.state_dict().items():
+        if key.startswith("mtp_block."):
+            state["block." + key_from_hf("model.layers.0." + key[len("mtp_block."):])[len("layers.0."):]] = value
+        else:
+            state[{"post_norm.weight": "norm.weight"}.get(key, key)] = value
+    ours.load_state_dict(state, strict=True)
+    B, T = 2, 7
+    h_prev, emb = torch.randn(B, T, 32), torch.randn(B, T, 32)
+    pos = torch.arange(T)[None].expand(B, T)
+    cos, sin = Qwen2RotaryEmbedding(hc)(emb, pos)
+    mask = torch.full((T, T), float("-inf")).triu(1)[None, None].expand(B, 1, T, T)
+    with torch.no_grad():
+        want = hf(emb, h_prev, position_embeddings=(cos, sin), attention_mask=mask, position_ids=pos, cache=None)
+        got = ours(h_prev, emb)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
