@@ -448,20 +448,26 @@ for name, sec in costs.items():
 #   dominates and the speedup approaches the tokens per forward, as in the paper's 1.8x.
 #
 # ## In the wild
-# transformers (from 5.2x) ships the same module as `MtpLayer`: `enorm`, `hnorm`, `eh_proj` on
+# Recent transformers (5.24 here; older versions lack it and the check below is skipped) ships the same module as
+# `MtpLayer`: `enorm`, `hnorm`, `eh_proj` on
 # `[enorm(embedding) ; hnorm(previous hidden)]`, the model's own decoder layer as `mtp_block`, and a
 # `post_norm`; DeepSeek-V3's config calls the number of modules `num_nextn_predict_layers` (alias
 # `num_mtp_layers`), and `generate(..., use_mtp=True)` drafts with them. Its plain `DeepseekV3ForCausalLM`
 # ignores the MTP weights (layer 61 of the checkpoint) when loading. vLLM and SGLang serve DeepSeek-V3 with the
-# MTP module as the draft model.
+# MTP module as the draft model. Below, a random `MtpLayer` around a Qwen2 block is loaded into our `MTPModule`
+# and both compute the same output.
 
 # %%
 import transformers
 from transformers import DeepseekV3Config
 
+from transformers import DeepseekV3ForCausalLM
+
 cfg_v3 = DeepseekV3Config()
 print("transformers", transformers.__version__, "| DeepSeek-V3 default: num_hidden_layers =",
       cfg_v3.num_hidden_layers, "| MTP modules =", getattr(cfg_v3, "num_nextn_predict_layers", "n/a"))
+ignored = getattr(DeepseekV3ForCausalLM, "_keys_to_ignore_on_load_unexpected", None)
+print("DeepseekV3ForCausalLM ignores these checkpoint keys when loading:", ignored)
 try:
     from transformers.modeling_layers import MtpLayer
 except ImportError:  # older transformers
