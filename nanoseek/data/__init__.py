@@ -1,0 +1,2 @@
+"""Data loaders: minids corpora, batching, chat formatting with loss masks."""
+from nanoseek.data.stories import load_stories

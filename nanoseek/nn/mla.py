@@ -1,0 +1,280 @@
+"""Multi-head latent attention (MLA) of DeepSeek-V2/V3, with its three ways of decoding. (Chapter 5.)
+
+MLA compresses the keys and values of every token into one small **latent** vector ``c_kv`` of
+``kv_lora_rank`` numbers (normalized by an RMSNorm), plus one small **decoupled RoPE key** ``k_pe`` of
+``qk_rope_head_dim`` numbers shared by all heads. Per head ``h``:
+
+    k_h = [ W_UK[h] c_kv ; rope(k_pe) ]          (qk_nope_head_dim + qk_rope_head_dim)
+    v_h =   W_UV[h] c_kv                          (v_head_dim)
+    q_h = [ q_nope_h ; rope(q_pe_h) ]             from x directly, or through a low-rank q latent
+    score_h(t, s) = q_h(t) . k_h(s) * softmax_scale,   softmax_scale = (nope + rope) ** -0.5
+
+The same weights can run in three ways, chosen by ``MLAConfig.mode`` (or the ``mode`` attribute):
+
+- ``"naive"``: decompress per-head keys and values and cache *them* (what an MHA cache would hold);
+- ``"reexpand"``: cache only the latent and the rotated RoPE key, but decompress the whole cache into
+  per-head keys and values at every step (small cache, a lot of recomputation);
+- ``"absorbed"``: cache only the latent and the rotated RoPE key, and never decompress: ``W_UK`` is folded
+  into the query (``q_nope_h^T W_UK[h]`` is a query in latent space) and ``W_UV`` is applied after
+  attention, to the attention-weighted latent. This is what DeepSeek runs at decode time.
+
+All three compute the same function (``tests/test_mla.py`` checks it to 1e-5 in float32).
+The parameter names follow transformers' ``DeepseekV3Attention`` so that ``nanoseek.interop`` stays readable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nanoseek.nn.norm import RMSNorm
+from nanoseek.nn.rope import LAYOUTS, apply_rope, rope_cos_sin
+
+MODES = ("naive", "reexpand", "absorbed")
+
+
+@dataclass
+class MLAConfig:
+    """Shapes of one MLA layer. DeepSeek-V3: dim=7168, n_heads=128, q_lora_rank=1536, kv_lora_rank=512,
+    qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128."""
+
+    dim: int = 256
+    n_heads: int = 4
+    kv_lora_rank: int = 64
+    qk_nope_head_dim: int = 32
+    qk_rope_head_dim: int = 16
+    v_head_dim: int = 32
+    q_lora_rank: int | None = None  # None: q = W_Q x directly (DeepSeek-V2-Lite); else through a latent
+    max_seq_len: int = 1024  # length of the RoPE tables
+    rope_theta: float = 10000.0
+    rope_layout: str = "half"  # "half" or "interleaved" (see nanoseek.nn.rope)
+    norm_eps: float = 1e-6
+    softmax_scale: float | None = None  # None: (qk_nope_head_dim + qk_rope_head_dim) ** -0.5
+    attention_bias: bool = False  # biases on q_a_proj, kv_a_proj and o_proj, as transformers' option
+    mode: str = "naive"  # "naive" | "reexpand" | "absorbed"
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "n_heads", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
+                     "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"MLAConfig.{name} must be a positive int, got {name}={value!r}")
+        if self.qk_rope_head_dim % 2:
+            raise ValueError(f"MLAConfig.qk_rope_head_dim must be even, got qk_rope_head_dim={self.qk_rope_head_dim}")
+        if self.q_lora_rank is not None and (not isinstance(self.q_lora_rank, int) or self.q_lora_rank < 1):
+            raise ValueError(f"MLAConfig.q_lora_rank must be None or a positive int, got q_lora_rank={self.q_lora_rank!r}")
+        if self.rope_layout not in LAYOUTS:
+            raise ValueError(f"MLAConfig.rope_layout={self.rope_layout!r} is not one of {LAYOUTS}")
+        if self.mode not in MODES:
+            raise ValueError(f"MLAConfig.mode={self.mode!r} is not one of {MODES}")
+        if self.softmax_scale is not None and not self.softmax_scale > 0:
+            raise ValueError(f"MLAConfig.softmax_scale must be > 0, got softmax_scale={self.softmax_scale}")
+        if not self.rope_theta > 0:
+            raise ValueError(f"MLAConfig.rope_theta must be > 0, got rope_theta={self.rope_theta}")
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    def kv_cache_elements_per_token(self, mode: str | None = None) -> int:
+        """Cached numbers per token per layer: per-head K and V (naive) or latent + RoPE key (the others)."""
+        mode = self.mode if mode is None else mode
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} is not one of {MODES}")
+        if mode == "naive":
+            return self.n_heads * (self.qk_head_dim + self.v_head_dim)
+        return self.kv_lora_rank + self.qk_rope_head_dim
+
+
+class MLACache:
+    """One layer's preallocated decode cache. ``length`` tokens are filled; ``append`` writes the next ones.
+
+    ``kind == "kv"`` (mode naive): ``k`` (B, H, L, nope+rope) and ``v`` (B, H, L, v_head_dim).
+    ``kind == "latent"`` (modes reexpand, absorbed): ``c_kv`` (B, L, kv_lora_rank) and ``k_pe`` (B, L, rope).
+    """
+
+    def __init__(self, kind: str, tensors: dict[str, torch.Tensor]):
+        if kind not in ("kv", "latent"):
+            raise ValueError(f"MLACache kind={kind!r} is not 'kv' or 'latent'")
+        self.kind = kind
+        self.tensors = tensors
+        self.length = 0
+        self.max_len = next(iter(tensors.values())).shape[-2 if kind == "kv" else 1]
+
+    def __getattr__(self, name: str) -> torch.Tensor:
+        tensors = self.__dict__.get("tensors", {})
+        if name in tensors:
+            return tensors[name]
+        raise AttributeError(name)
+
+    def append(self, **new: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Write T new tokens after the filled ones; return views of everything filled so far."""
+        T = next(iter(new.values())).shape[-2 if self.kind == "kv" else 1]
+        if self.length + T > self.max_len:
+            raise ValueError(f"MLACache overflow: length {self.length} + {T} new tokens > max_len {self.max_len}")
+        start, end = self.length, self.length + T
+        out = {}
+        for name, value in new.items():
+            buf = self.tensors[name]
+            if self.kind == "kv":
+                buf[:, :, start:end] = value
+                out[name] = buf[:, :, :end]
+            else:
+                buf[:, start:end] = value
+                out[name] = buf[:, :end]
+        self.length = end
+        return out
+
+    def nbytes(self) -> int:
+        """Bytes the filled part of the cache holds."""
+        per_token = sum(t[0].numel() // self.max_len * t.element_size() for t in self.tensors.values())
+        batch = next(iter(self.tensors.values())).shape[0]
+        return per_token * batch * self.length
+
+
+def _causal_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
+    """(T, S) bool, True where query t (at absolute position S - T + t) may look at key s."""
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)
+
+
+class MLA(nn.Module):
+    """Multi-head latent attention: ``y = mla(x, cache=None)`` with x (B, T, dim)."""
+
+    def __init__(self, cfg: MLAConfig):
+        super().__init__()
+        if not isinstance(cfg, MLAConfig):
+            raise TypeError(f"MLA expects an MLAConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        H, c, r = cfg.n_heads, cfg.kv_lora_rank, cfg.qk_rope_head_dim
+        bias = cfg.attention_bias
+        if cfg.q_lora_rank is None:
+            self.q_proj = nn.Linear(cfg.dim, H * cfg.qk_head_dim, bias=False)
+        else:
+            self.q_a_proj = nn.Linear(cfg.dim, cfg.q_lora_rank, bias=bias)
+            self.q_a_norm = RMSNorm(cfg.q_lora_rank, eps=cfg.norm_eps)
+            self.q_b_proj = nn.Linear(cfg.q_lora_rank, H * cfg.qk_head_dim, bias=False)
+        self.kv_a_proj = nn.Linear(cfg.dim, c + r, bias=bias)  # -> [latent ; shared rope key]
+        self.kv_a_norm = RMSNorm(c, eps=cfg.norm_eps)
+        self.kv_b_proj = nn.Linear(c, H * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)  # W_UK, W_UV
+        self.o_proj = nn.Linear(H * cfg.v_head_dim, cfg.dim, bias=bias)
+        self.softmax_scale = cfg.softmax_scale if cfg.softmax_scale is not None else cfg.qk_head_dim ** -0.5
+        cos, sin = rope_cos_sin(r, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, rope/2)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.mode = cfg.mode
+
+    # ----------------------------------------------------------------------------------------- pieces
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"MLA mode={value!r} is not one of {MODES}")
+        self._mode = value
+
+    def w_uk_uv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The up-projections as per-head matrices: W_UK (H, nope, c) and W_UV (H, v, c)."""
+        cfg = self.cfg
+        w = self.kv_b_proj.weight.view(cfg.n_heads, cfg.qk_nope_head_dim + cfg.v_head_dim, cfg.kv_lora_rank)
+        return w[:, : cfg.qk_nope_head_dim], w[:, cfg.qk_nope_head_dim:]
+
+    def queries(self, x: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """q_nope (B, T, H, nope) and rotated q_pe (B, T, H, rope) for tokens at positions start.."""
+        cfg = self.cfg
+        B, T, _ = x.shape
+        q = self.q_proj(x) if cfg.q_lora_rank is None else self.q_b_proj(self.q_a_norm(self.q_a_proj(x)))
+        q = q.view(B, T, cfg.n_heads, cfg.qk_head_dim)
+        q_nope, q_pe = q.split([cfg.qk_nope_head_dim, cfg.qk_rope_head_dim], dim=-1)
+        cos, sin = self._rope_tables(start, T)
+        q_pe = apply_rope(q_pe.transpose(1, 2), cos, sin, cfg.rope_layout).transpose(1, 2)
+        return q_nope, q_pe
+
+    def latents(self, x: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalized latent c_kv (B, T, c) and rotated shared key k_pe (B, T, rope): what MLA caches."""
+        cfg = self.cfg
+        c_kv, k_pe = self.kv_a_proj(x).split([cfg.kv_lora_rank, cfg.qk_rope_head_dim], dim=-1)
+        cos, sin = self._rope_tables(start, x.shape[1])
+        return self.kv_a_norm(c_kv), apply_rope(k_pe, cos, sin, cfg.rope_layout)
+
+    def expand(self, c_kv: torch.Tensor, k_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decompress latents (B, S, c), (B, S, rope) into per-head k (B, H, S, nope+rope), v (B, H, S, v)."""
+        cfg = self.cfg
+        B, S, _ = c_kv.shape
+        kv = self.kv_b_proj(c_kv).view(B, S, cfg.n_heads, cfg.qk_nope_head_dim + cfg.v_head_dim)
+        k_nope, v = kv.transpose(1, 2).split([cfg.qk_nope_head_dim, cfg.v_head_dim], dim=-1)
+        k = torch.cat([k_nope, k_pe[:, None].expand(B, cfg.n_heads, S, cfg.qk_rope_head_dim)], dim=-1)
+        return k, v
+
+    def _rope_tables(self, start: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if start + T > self.rope_cos.shape[0]:
+            raise ValueError(f"position {start + T} exceeds MLAConfig.max_seq_len={self.rope_cos.shape[0]}")
+        return self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+
+    # ----------------------------------------------------------------------------------------- cache
+    def new_cache(self, batch_size: int, max_len: int, device: torch.device | str | None = None,
+                  dtype: torch.dtype | None = None) -> MLACache:
+        """An empty cache for this layer's current mode (per-head K/V for naive, latents otherwise)."""
+        cfg = self.cfg
+        if batch_size < 1 or max_len < 1:
+            raise ValueError(f"new_cache needs batch_size >= 1 and max_len >= 1, got {batch_size}, {max_len}")
+        device = self.kv_b_proj.weight.device if device is None else device
+        dtype = self.kv_b_proj.weight.dtype if dtype is None else dtype
+        kw = dict(device=device, dtype=dtype)
+        if self.mode == "naive":
+            return MLACache("kv", {
+                "k": torch.zeros(batch_size, cfg.n_heads, max_len, cfg.qk_head_dim, **kw),
+                "v": torch.zeros(batch_size, cfg.n_heads, max_len, cfg.v_head_dim, **kw),
+            })
+        return MLACache("latent", {
+            "c_kv": torch.zeros(batch_size, max_len, cfg.kv_lora_rank, **kw),
+            "k_pe": torch.zeros(batch_size, max_len, cfg.qk_rope_head_dim, **kw),
+        })
+
+    # ----------------------------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor, cache: MLACache | None = None) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        if x.dim() != 3 or x.shape[-1] != self.cfg.dim:
+            raise ValueError(f"MLA expects x of shape (B, T, {self.cfg.dim}), got {tuple(x.shape)}")
+        want = "kv" if self.mode == "naive" else "latent"
+        if cache is not None and cache.kind != want:
+            raise ValueError(f"cache kind {cache.kind!r} does not fit mode {self.mode!r} (needs {want!r})")
+        start = 0 if cache is None else cache.length
+        q_nope, q_pe = self.queries(x, start)  # (B, T, H, nope), (B, T, H, rope)
+        c_kv, k_pe = self.latents(x, start)  # (B, T, c), (B, T, rope)
+        if self.mode == "naive":
+            k, v = self.expand(c_kv, k_pe)  # cache the decompressed per-head keys and values
+            if cache is not None:
+                k, v = cache.append(k=k, v=v).values()
+            y = self._attend_heads(q_nope, q_pe, k, v)
+        else:
+            if cache is not None:
+                c_kv, k_pe = cache.append(c_kv=c_kv, k_pe=k_pe).values()
+            if self.mode == "reexpand":
+                y = self._attend_heads(q_nope, q_pe, *self.expand(c_kv, k_pe))
+            else:
+                y = self._attend_absorbed(q_nope, q_pe, c_kv, k_pe)
+        return self.o_proj(y.flatten(2))
+
+    def _attend_heads(self, q_nope, q_pe, k, v) -> torch.Tensor:
+        """Plain attention over per-head keys (B, H, S, nope+rope) and values; returns (B, T, H, v)."""
+        q = torch.cat([q_nope, q_pe], dim=-1).transpose(1, 2)  # (B, H, T, nope+rope)
+        T, S = q.shape[2], k.shape[2]
+        mask = None if T == 1 else _causal_mask(T, S, q.device)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.softmax_scale)
+        return y.transpose(1, 2)
+
+    def _attend_absorbed(self, q_nope, q_pe, c_kv, k_pe) -> torch.Tensor:
+        """Attention in latent space: W_UK folded into the query, W_UV applied after. Returns (B, T, H, v)."""
+        w_uk, w_uv = self.w_uk_uv()  # (H, nope, c), (H, v, c)
+        q_lat = torch.einsum("bthn,hnc->bthc", q_nope, w_uk)  # the query, moved into latent space
+        scores = (torch.einsum("bthc,bsc->bhts", q_lat, c_kv)
+                  + torch.einsum("bthr,bsr->bhts", q_pe, k_pe)) * self.softmax_scale  # (B, H, T, S)
+        T, S = scores.shape[-2:]
+        if T > 1:
+            scores = scores.masked_fill(~_causal_mask(T, S, scores.device), float("-inf"))
+        p = scores.float().softmax(dim=-1).to(c_kv.dtype)
+        o_lat = torch.einsum("bhts,bsc->bthc", p, c_kv)  # attention-weighted latent (B, T, H, c)
+        return torch.einsum("bthc,hvc->bthv", o_lat, w_uv)  # W_UV, per head
