@@ -257,3 +257,72 @@ def test_bad_input_shape():
         m(torch.randn(4, 32))
     with pytest.raises(TypeError, match="MoEConfig"):
         MoE(dict(TINY))
+
+
+# ---- the decoder with ffn="moe" ----------------------------------------------------------------------------
+
+def _moe_decoder_cfg(**kw):
+    from nanoseek.models.decoder import DecoderConfig
+
+    base = dict(vocab_size=64, n_layer=3, n_embd=32, n_head=4, n_kv_head=2, intermediate_size=64, max_seq_len=32,
+                ffn="moe", first_k_dense_replace=1, n_routed_experts=8, num_experts_per_tok=2,
+                moe_intermediate_size=16, n_group=2, topk_group=1)
+    base.update(kw)
+    return DecoderConfig(**base)
+
+
+def test_decoder_with_moe_layers():
+    from nanoseek.models.decoder import Decoder
+    from nanoseek.nn import SwiGLU
+    from nanoseek.nn.moe import count_params
+
+    torch.manual_seed(0)
+    model = Decoder(_moe_decoder_cfg(aux_loss="seq", aux_loss_alpha=0.01))
+    assert isinstance(model.layers[0].ffn, SwiGLU) and all(isinstance(b.ffn, MoE) for b in model.layers[1:])
+    counts = count_params(model)
+    assert counts["total"] == model.num_params()
+    assert counts["total"] - counts["active"] == 2 * (8 - 2) * 3 * 32 * 16
+    idx = torch.randint(0, 64, (2, 16))
+    model.train()
+    _, loss = model(idx, idx)
+    model.eval()
+    with torch.no_grad():
+        logits, ce = model(idx, idx)
+    assert model.aux_loss() is None  # eval: no aux loss, val loss is pure cross-entropy
+    model.train()
+    _, loss = model(idx, idx)
+    aux = model.aux_loss()
+    assert aux is not None and aux.item() > 0
+    torch.testing.assert_close(loss - aux, torch.nn.functional.cross_entropy(
+        model(idx)[0].view(-1, 64), idx.view(-1)), atol=1e-5, rtol=1e-5)
+    loss.backward()
+    assert model.layers[1].ffn.gate.weight.grad.abs().sum() > 0
+    # the loss-free hook sees every MoE layer's load and moves its bias
+    hook = BiasUpdateHook(gamma=0.01)
+    hook(0, model, {})
+    assert len(hook.history[0][1]) == 2
+    assert model.layers[1].ffn.gate.e_score_correction_bias.abs().sum() > 0
+
+
+def test_decoder_moe_generates_with_cache():
+    from nanoseek.models.decoder import Decoder
+
+    torch.manual_seed(0)
+    model = Decoder(_moe_decoder_cfg()).eval()
+    idx = torch.randint(0, 64, (2, 10))
+    with torch.no_grad():
+        full, _ = model(idx)
+        cache = model.new_cache(2)
+        steps = [model(idx[:, :6], cache=cache)[0]] + [model(idx[:, t:t + 1], cache=cache)[0] for t in range(6, 10)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(first_k_dense_replace=4), "first_k_dense_replace=4"),
+    (dict(topk_group=3), "topk_group=3"),
+    (dict(n_routed_experts=7), "n_routed_experts=7"),
+    (dict(moe_dispatch="scatter"), "dispatch='scatter'"),
+])
+def test_decoder_moe_config_validation(bad, match):
+    with pytest.raises(ValueError, match=match):
+        _moe_decoder_cfg(**bad)

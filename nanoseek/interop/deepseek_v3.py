@@ -92,3 +92,43 @@ def mla_from_hf(attn, mode: str = "naive", max_seq_len: int | None = None) -> ML
     mla.rope_sin.copy_(sin[0, :, : r // 2])
     mla.softmax_scale = float(attn.scaling)
     return mla
+
+
+# ---- DeepSeekMoE layers (chapter 6) ----------------------------------------------------------------------
+# transformers 5.x stores the routed experts fused, exactly as `nanoseek.nn.moe.RoutedExperts` does
+# (`experts.gate_up_proj` (E, 2I, C), `experts.down_proj` (E, C, I)); the router's `gate.weight` and
+# `gate.e_score_correction_bias` and the `shared_experts` SwiGLU keep their names: the mapping is the identity.
+
+
+def moe_config_from_hf(config, **overrides):
+    """Our `MoEConfig` for the MoE layers of a transformers ``DeepseekV3Config`` (V3 routing: sigmoid, groups)."""
+    from nanoseek.nn.moe import MoEConfig
+
+    kw = dict(
+        dim=config.hidden_size,
+        n_routed_experts=config.n_routed_experts,
+        num_experts_per_tok=config.num_experts_per_tok,
+        moe_intermediate_size=config.moe_intermediate_size,
+        n_shared_experts=config.n_shared_experts or 0,
+        n_group=config.n_group or 1,
+        topk_group=config.topk_group or 1,
+        scoring_func="sigmoid",
+        norm_topk_prob=bool(config.norm_topk_prob),
+        routed_scaling_factor=float(config.routed_scaling_factor),
+    )
+    if getattr(config, "hidden_act", "silu") != "silu":
+        raise ValueError(f"nanoseek's experts are SwiGLU (silu); got hidden_act={config.hidden_act!r}")
+    kw.update(overrides)
+    return MoEConfig(**kw)
+
+
+@torch.no_grad()
+def moe_from_hf(mlp, **overrides):
+    """Our `MoE` computing the same function as a transformers ``DeepseekV3MoE`` (weights copied)."""
+    from nanoseek.nn.moe import MoE
+
+    ref = mlp.experts.gate_up_proj
+    moe = MoE(moe_config_from_hf(mlp.config, **overrides)).to(device=ref.device, dtype=ref.dtype)
+    moe.load_state_dict(mlp.state_dict(), strict=True)
+    moe.gate.float()  # the router stays in float32, as transformers keeps it (_keep_in_fp32_modules_strict)
+    return moe

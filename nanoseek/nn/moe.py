@@ -402,3 +402,18 @@ class BiasUpdateHook:
             self.history.append((step, vios))
             if isinstance(metrics, dict):
                 metrics["maxvio"] = max(vios)
+
+
+def count_params(model: nn.Module) -> dict[str, int]:
+    """`total` parameters stored (shared tensors counted once) and `active` per token: the total minus the
+    routed experts a token does not use ((E − K) experts in every MoE layer). Works on the meta device."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    idle = 0
+    for m in moe_layers(model):
+        per_expert = m.experts.gate_up_proj[0].numel() + m.experts.down_proj[0].numel()
+        idle += (m.cfg.n_routed_experts - m.cfg.num_experts_per_tok) * per_expert
+    return {"total": total, "active": total - idle}
