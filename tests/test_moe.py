@@ -326,3 +326,16 @@ def test_decoder_moe_generates_with_cache():
 def test_decoder_moe_config_validation(bad, match):
     with pytest.raises(ValueError, match=match):
         _moe_decoder_cfg(**bad)
+
+
+def test_expert_load_counts_every_token_of_every_layer():
+    from nanoseek.models.decoder import Decoder
+    from nanoseek.nn.moe import expert_load
+
+    model = Decoder(_moe_decoder_cfg()).train()
+    batches = [torch.randint(0, 64, (2, 8)) for _ in range(3)]
+    load = expert_load(model, batches)
+    assert load.shape == (2, 8) and (load.sum(1) == 3 * 2 * 8 * 2).all()
+    assert model.training and model.layers[1].ffn.load_accum.sum() == 0  # eval passes do not feed the bias
+    with pytest.raises(ValueError, match="no MoE layer"):
+        expert_load(torch.nn.Linear(2, 2), batches)

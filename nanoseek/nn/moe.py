@@ -417,3 +417,21 @@ def count_params(model: nn.Module) -> dict[str, int]:
         per_expert = m.experts.gate_up_proj[0].numel() + m.experts.down_proj[0].numel()
         idle += (m.cfg.n_routed_experts - m.cfg.num_experts_per_tok) * per_expert
     return {"total": total, "active": total - idle}
+
+
+@torch.no_grad()
+def expert_load(model: nn.Module, batches) -> torch.Tensor:
+    """(L, E) tokens routed to each expert of each MoE layer over `batches` (token-id tensors (B, T)), in eval
+    mode; MaxVio over a whole data set (the papers' MaxVio_global) is `max_violation` of a row of it."""
+    was_training = model.training
+    model.eval()
+    layers = list(moe_layers(model))
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no MoE layer")
+    total = torch.zeros(len(layers), layers[0].cfg.n_routed_experts)
+    dev = next(model.parameters()).device
+    for idx in batches:
+        model(idx.to(dev))
+        total += torch.stack([m.last_counts.float().cpu() for m in layers])
+    model.train(was_training)
+    return total
