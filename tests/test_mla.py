@@ -35,7 +35,7 @@ def _run_modes(m: MLA, x: torch.Tensor, prefill: int) -> dict[str, torch.Tensor]
         m.mode = mode
         cache = m.new_cache(x.shape[0], x.shape[1])
         ys = [m(x[:, :prefill], cache)] + [m(x[:, t:t + 1], cache) for t in range(prefill, x.shape[1])]
-        assert cache.length == x.shape[1]
+        assert cache.pos == x.shape[1]
         outs[mode] = torch.cat(ys, dim=1)
     return outs
 
@@ -173,3 +173,52 @@ def test_parity_detects_missing_rope_permutation():
         ours = mla_from_hf(attn)
         cfg.rope_interleave = True
         assert not torch.allclose(ours(x), ref, atol=1e-3)
+
+
+# ------------------------------------------------------------------------------------------ in the decoder
+def _mla_decoder(mode="naive", **kw):
+    from nanoseek.models.decoder import Decoder, DecoderConfig
+
+    torch.manual_seed(0)
+    cfg = DecoderConfig(vocab_size=50, n_layer=2, n_embd=32, n_head=4, attention="mla", kv_lora_rank=16,
+                        q_lora_rank=12, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8, max_seq_len=32,
+                        intermediate_size=48, mla_mode=mode, **kw)
+    return Decoder(cfg)
+
+
+def test_mla_decoder_config_errors():
+    from nanoseek.models.decoder import DecoderConfig
+
+    with pytest.raises(ValueError, match="kv_lora_rank=0"):
+        DecoderConfig(attention="mla", kv_lora_rank=0)
+    with pytest.raises(ValueError, match="mode='fast'"):
+        DecoderConfig(attention="mla", mla_mode="fast")
+
+
+def test_mla_decoder_trains_a_step():
+    model = _mla_decoder()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, 50, (4, 16), generator=g)
+    losses = []
+    for _ in range(5):
+        _, loss = model(idx[:, :-1], targets=idx[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        assert all(p.grad is not None for p in model.parameters())
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1, losses
+
+
+@pytest.mark.parametrize("mode", ["naive", "reexpand", "absorbed"])
+def test_mla_decoder_cached_decode_matches_full(mode):
+    model = _mla_decoder(mode).eval()
+    idx = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full, _ = model(idx)
+        cache = model.new_cache(2, 12)
+        steps = [model(idx[:, :5], cache=cache)[0]] + [model(idx[:, t:t + 1], cache=cache)[0] for t in range(5, 12)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+    per_token = model.config.kv_lora_rank + model.config.qk_rope_head_dim if mode != "naive" else 4 * (12 + 8)
+    assert sum(c.nbytes() for c in cache) == 2 * 2 * 12 * per_token * 4  # layers * batch * tokens * elems * fp32

@@ -88,8 +88,7 @@ def mla_from_hf(attn, mode: str = "naive", max_seq_len: int | None = None) -> ML
     rotary = DeepseekV3RotaryEmbedding(hf_cfg).to(ref.device)
     pos = torch.arange(cfg.max_seq_len, device=ref.device)[None]
     cos, sin = rotary(torch.zeros(1, dtype=torch.float32, device=ref.device), pos)  # (1, L, r)
-    mla.rope_cos.copy_(cos[0, :, : r // 2])
-    mla.rope_sin.copy_(sin[0, :, : r // 2])
+    mla.set_rope_tables(cos[0, :, : r // 2], sin[0, :, : r // 2])
     mla.softmax_scale = float(attn.scaling)
     return mla
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nanoseek.nn.attention import Attention
+from nanoseek.nn.mla import MLA, MLAConfig
 from nanoseek.nn.mlp import SwiGLU
 from nanoseek.nn.moe import MoE, MoEConfig, RoutedExperts, Router
 from nanoseek.nn.norm import RMSNorm
@@ -48,7 +49,15 @@ class DecoderConfig:
     norm_eps: float = 1e-6
     qkv_bias: bool = False       # Qwen2: True
     tie_embeddings: bool = False
-    attention: str = "gqa"       # switch point: chapter 5 adds "mla"
+    attention: str = "gqa"       # switch point: "gqa" (chapter 4) or "mla" (chapter 5)
+    # ---- attention="mla" (chapter 5): names follow transformers' DeepseekV3Config; n_head heads, no n_kv_head
+    kv_lora_rank: int = 64           # the cached latent's width
+    q_lora_rank: int | None = None   # None: queries straight from x (V2-Lite); else through a latent (V2/V3)
+    qk_nope_head_dim: int = 32
+    qk_rope_head_dim: int = 16       # the decoupled RoPE key, shared by all heads
+    v_head_dim: int = 32
+    mla_mode: str = "naive"          # "naive" | "reexpand" | "absorbed": same function, different caches
+    mla_decode_backend: str = "einsum"  # absorbed one-token steps: "einsum" | "triton" | "auto"
     ffn: str = "dense"           # switch point: chapter 6 adds "moe"
     init_std: float = 0.02
     # ---- ffn="moe" (chapter 6): DeepSeekMoE layers; names follow transformers' DeepseekV3Config -----------
@@ -93,6 +102,11 @@ class DecoderConfig:
             raise ValueError(f"DecoderConfig.init_std must be > 0, got init_std={self.init_std!r}")
         if self.attention not in ATTENTION_BUILDERS:
             raise ValueError(f"DecoderConfig.attention={self.attention!r} is not one of {tuple(ATTENTION_BUILDERS)}")
+        if self.attention == "mla":
+            try:
+                mla_config(self)  # validates the MLA fields
+            except ValueError as err:
+                raise ValueError(f"DecoderConfig(attention='mla'): {err}") from None
         if self.ffn not in FFN_BUILDERS:
             raise ValueError(f"DecoderConfig.ffn={self.ffn!r} is not one of {tuple(FFN_BUILDERS)}")
         if self.ffn == "moe":
@@ -108,6 +122,20 @@ class DecoderConfig:
 def build_gqa(cfg: DecoderConfig, layer_idx: int) -> nn.Module:
     return Attention(cfg.n_embd, cfg.n_head, cfg.n_kv_head, cfg.head_dim, max_seq_len=cfg.max_seq_len,
                      rope_theta=cfg.rope_theta, rope_layout=cfg.rope_layout, qkv_bias=cfg.qkv_bias)
+
+
+def mla_config(cfg: DecoderConfig) -> MLAConfig:
+    """The `MLAConfig` of the attention layers of a decoder config (chapter 5)."""
+    return MLAConfig(
+        dim=cfg.n_embd, n_heads=cfg.n_head, kv_lora_rank=cfg.kv_lora_rank, q_lora_rank=cfg.q_lora_rank,
+        qk_nope_head_dim=cfg.qk_nope_head_dim, qk_rope_head_dim=cfg.qk_rope_head_dim, v_head_dim=cfg.v_head_dim,
+        max_seq_len=cfg.max_seq_len, rope_theta=float(cfg.rope_theta), rope_layout=cfg.rope_layout,
+        norm_eps=cfg.norm_eps, mode=cfg.mla_mode, decode_backend=cfg.mla_decode_backend,
+    )
+
+
+def build_mla(cfg: DecoderConfig, layer_idx: int) -> nn.Module:
+    return MLA(mla_config(cfg))
 
 
 def build_dense(cfg: DecoderConfig, layer_idx: int) -> nn.Module:
@@ -145,6 +173,9 @@ def make_attention(cfg: DecoderConfig, layer_idx: int) -> nn.Module:
 def make_ffn(cfg: DecoderConfig, layer_idx: int) -> nn.Module:
     """The feed-forward of layer `layer_idx` (a MoE may keep the first layers dense)."""
     return FFN_BUILDERS[cfg.ffn](cfg, layer_idx)
+
+
+ATTENTION_BUILDERS["mla"] = build_mla  # chapter 5
 
 
 class Block(nn.Module):

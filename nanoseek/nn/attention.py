@@ -93,6 +93,9 @@ class KVCache:
         return f"KVCache(batch={B}, n_kv_head={H}, max_len={L}, head_dim={D}, pos={self.pos}, dtype={self.k.dtype})"
 
 
+_ROPE_TABLES: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # (head_dim, max_len, theta, device) -> tables
+
+
 class Attention(nn.Module):
     """Causal self-attention with `n_head` query heads and `n_kv_head` key/value heads, RoPE and a KV cache.
 
@@ -126,9 +129,12 @@ class Attention(nn.Module):
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def rope_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin (max_seq_len, head_dim // 2) in float32 on `device`, built once per device."""
+        """cos, sin (max_seq_len, head_dim // 2) in float32 on `device`, built once and shared by all layers."""
         if self._rope is None or self._rope[0].device != device:
-            self._rope = rope_cos_sin(self.head_dim, self.max_seq_len, self.rope_theta, device=device)
+            key = (self.head_dim, self.max_seq_len, float(self.rope_theta), str(device))
+            if key not in _ROPE_TABLES:
+                _ROPE_TABLES[key] = rope_cos_sin(self.head_dim, self.max_seq_len, self.rope_theta, device=device)
+            self._rope = _ROPE_TABLES[key]
         return self._rope
 
     def new_cache(self, batch_size: int, max_len: int | None = None, device: torch.device | str | None = None,

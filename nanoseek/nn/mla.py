@@ -54,6 +54,7 @@ class MLAConfig:
     softmax_scale: float | None = None  # None: (qk_nope_head_dim + qk_rope_head_dim) ** -0.5
     attention_bias: bool = False  # biases on q_a_proj, kv_a_proj and o_proj, as transformers' option
     mode: str = "naive"  # "naive" | "reexpand" | "absorbed"
+    decode_backend: str = "einsum"  # absorbed one-token steps: "einsum", "triton" or "auto" (see kernels)
 
     def __post_init__(self) -> None:
         for name in ("dim", "n_heads", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
@@ -69,6 +70,8 @@ class MLAConfig:
             raise ValueError(f"MLAConfig.rope_layout={self.rope_layout!r} is not one of {LAYOUTS}")
         if self.mode not in MODES:
             raise ValueError(f"MLAConfig.mode={self.mode!r} is not one of {MODES}")
+        if self.decode_backend not in ("einsum", "triton", "auto"):
+            raise ValueError(f"MLAConfig.decode_backend={self.decode_backend!r} is not 'einsum', 'triton' or 'auto'")
         if self.softmax_scale is not None and not self.softmax_scale > 0:
             raise ValueError(f"MLAConfig.softmax_scale must be > 0, got softmax_scale={self.softmax_scale}")
         if not self.rope_theta > 0:
@@ -89,7 +92,7 @@ class MLAConfig:
 
 
 class MLACache:
-    """One layer's preallocated decode cache. ``length`` tokens are filled; ``append`` writes the next ones.
+    """One layer's preallocated decode cache. ``pos`` tokens are filled; ``append`` writes the next ones.
 
     ``kind == "kv"`` (mode naive): ``k`` (B, H, L, nope+rope) and ``v`` (B, H, L, v_head_dim).
     ``kind == "latent"`` (modes reexpand, absorbed): ``c_kv`` (B, L, kv_lora_rank) and ``k_pe`` (B, L, rope).
@@ -100,7 +103,7 @@ class MLACache:
             raise ValueError(f"MLACache kind={kind!r} is not 'kv' or 'latent'")
         self.kind = kind
         self.tensors = tensors
-        self.length = 0
+        self.pos = 0
         self.max_len = next(iter(tensors.values())).shape[-2 if kind == "kv" else 1]
 
     def __getattr__(self, name: str) -> torch.Tensor:
@@ -112,9 +115,9 @@ class MLACache:
     def append(self, **new: torch.Tensor) -> dict[str, torch.Tensor]:
         """Write T new tokens after the filled ones; return views of everything filled so far."""
         T = next(iter(new.values())).shape[-2 if self.kind == "kv" else 1]
-        if self.length + T > self.max_len:
-            raise ValueError(f"MLACache overflow: length {self.length} + {T} new tokens > max_len {self.max_len}")
-        start, end = self.length, self.length + T
+        if self.pos + T > self.max_len:
+            raise ValueError(f"MLACache overflow: {self.pos} cached + {T} new tokens > max_len={self.max_len}")
+        start, end = self.pos, self.pos + T
         out = {}
         for name, value in new.items():
             buf = self.tensors[name]
@@ -124,14 +127,21 @@ class MLACache:
             else:
                 buf[:, start:end] = value
                 out[name] = buf[:, :end]
-        self.length = end
+        self.pos = end
         return out
+
+    def reset(self) -> None:
+        self.pos = 0
 
     def nbytes(self) -> int:
         """Bytes the filled part of the cache holds."""
         per_token = sum(t[0].numel() // self.max_len * t.element_size() for t in self.tensors.values())
         batch = next(iter(self.tensors.values())).shape[0]
-        return per_token * batch * self.length
+        return per_token * batch * self.pos
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.tensors.items())
+        return f"MLACache(kind={self.kind!r}, {shapes}, pos={self.pos})"
 
 
 def _causal_mask(T: int, S: int, device: torch.device) -> torch.Tensor:
@@ -160,9 +170,8 @@ class MLA(nn.Module):
         self.kv_b_proj = nn.Linear(c, H * (cfg.qk_nope_head_dim + cfg.v_head_dim), bias=False)  # W_UK, W_UV
         self.o_proj = nn.Linear(H * cfg.v_head_dim, cfg.dim, bias=bias)
         self.softmax_scale = cfg.softmax_scale if cfg.softmax_scale is not None else cfg.qk_head_dim ** -0.5
-        cos, sin = rope_cos_sin(r, cfg.max_seq_len, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, rope/2)
-        self.register_buffer("rope_sin", sin, persistent=False)
+        # float32 RoPE tables (max_seq_len, rope/2), kept out of the state dict and out of .to(dtype)
+        self.set_rope_tables(*rope_cos_sin(r, cfg.max_seq_len, cfg.rope_theta))
         self.mode = cfg.mode
 
     # ----------------------------------------------------------------------------------------- pieces
@@ -189,7 +198,7 @@ class MLA(nn.Module):
         q = self.q_proj(x) if cfg.q_lora_rank is None else self.q_b_proj(self.q_a_norm(self.q_a_proj(x)))
         q = q.view(B, T, cfg.n_heads, cfg.qk_head_dim)
         q_nope, q_pe = q.split([cfg.qk_nope_head_dim, cfg.qk_rope_head_dim], dim=-1)
-        cos, sin = self._rope_tables(start, T)
+        cos, sin = self._rope_tables(start, T, x.device)
         q_pe = apply_rope(q_pe.transpose(1, 2), cos, sin, cfg.rope_layout).transpose(1, 2)
         return q_nope, q_pe
 
@@ -197,7 +206,7 @@ class MLA(nn.Module):
         """Normalized latent c_kv (B, T, c) and rotated shared key k_pe (B, T, rope): what MLA caches."""
         cfg = self.cfg
         c_kv, k_pe = self.kv_a_proj(x).split([cfg.kv_lora_rank, cfg.qk_rope_head_dim], dim=-1)
-        cos, sin = self._rope_tables(start, x.shape[1])
+        cos, sin = self._rope_tables(start, x.shape[1], x.device)
         return self.kv_a_norm(c_kv), apply_rope(k_pe, cos, sin, cfg.rope_layout)
 
     def expand(self, c_kv: torch.Tensor, k_pe: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,16 +218,31 @@ class MLA(nn.Module):
         k = torch.cat([k_nope, k_pe[:, None].expand(B, cfg.n_heads, S, cfg.qk_rope_head_dim)], dim=-1)
         return k, v
 
-    def _rope_tables(self, start: int, T: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if start + T > self.rope_cos.shape[0]:
-            raise ValueError(f"position {start + T} exceeds MLAConfig.max_seq_len={self.rope_cos.shape[0]}")
-        return self.rope_cos[start:start + T], self.rope_sin[start:start + T]
+    def set_rope_tables(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        """Replace the RoPE tables (e.g. by transformers' YaRN tables); both (max_seq_len, rope/2)."""
+        want = (self.cfg.max_seq_len, self.cfg.qk_rope_head_dim // 2)
+        if tuple(cos.shape) != want or tuple(sin.shape) != want:
+            raise ValueError(f"rope tables must be {want}, got cos {tuple(cos.shape)}, sin {tuple(sin.shape)}")
+        self._rope = {"cpu": (cos.detach().float().cpu(), sin.detach().float().cpu())}
+
+    def _rope_tables(self, start: int, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if start + T > self.cfg.max_seq_len:
+            raise ValueError(f"position {start + T} (start {start} + {T} new) exceeds "
+                             f"MLAConfig.max_seq_len={self.cfg.max_seq_len}")
+        key = str(device)
+        if key not in self._rope:
+            self._rope[key] = tuple(t.to(device) for t in self._rope["cpu"])
+        cos, sin = self._rope[key]
+        return cos[start:start + T], sin[start:start + T]
 
     # ----------------------------------------------------------------------------------------- cache
-    def new_cache(self, batch_size: int, max_len: int, device: torch.device | str | None = None,
+    def new_cache(self, batch_size: int, max_len: int | None = None, device: torch.device | str | None = None,
                   dtype: torch.dtype | None = None) -> MLACache:
         """An empty cache for this layer's current mode (per-head K/V for naive, latents otherwise)."""
         cfg = self.cfg
+        max_len = cfg.max_seq_len if max_len is None else max_len
+        if max_len > cfg.max_seq_len:
+            raise ValueError(f"cache max_len={max_len} exceeds MLAConfig.max_seq_len={cfg.max_seq_len}")
         if batch_size < 1 or max_len < 1:
             raise ValueError(f"new_cache needs batch_size >= 1 and max_len >= 1, got {batch_size}, {max_len}")
         device = self.kv_b_proj.weight.device if device is None else device
@@ -241,7 +265,7 @@ class MLA(nn.Module):
         want = "kv" if self.mode == "naive" else "latent"
         if cache is not None and cache.kind != want:
             raise ValueError(f"cache kind {cache.kind!r} does not fit mode {self.mode!r} (needs {want!r})")
-        start = 0 if cache is None else cache.length
+        start = 0 if cache is None else cache.pos
         q_nope, q_pe = self.queries(x, start)  # (B, T, H, nope), (B, T, H, rope)
         c_kv, k_pe = self.latents(x, start)  # (B, T, c), (B, T, rope)
         if self.mode == "naive":
@@ -270,6 +294,12 @@ class MLA(nn.Module):
         """Attention in latent space: W_UK folded into the query, W_UV applied after. Returns (B, T, H, v)."""
         w_uk, w_uv = self.w_uk_uv()  # (H, nope, c), (H, v, c)
         q_lat = torch.einsum("bthn,hnc->bthc", q_nope, w_uk)  # the query, moved into latent space
+        if q_lat.shape[1] == 1 and self.cfg.decode_backend != "einsum":  # one new token: the fused kernel
+            from nanoseek.kernels.mla_decode import mla_decode
+
+            o_lat = mla_decode(q_lat[:, 0], q_pe[:, 0], c_kv, k_pe, self.softmax_scale,
+                               backend=self.cfg.decode_backend)[:, None]  # (B, 1, H, c)
+            return torch.einsum("bthc,hvc->bthv", o_lat, w_uv)
         scores = (torch.einsum("bthc,bsc->bhts", q_lat, c_kv)
                   + torch.einsum("bthr,bsr->bhts", q_pe, k_pe)) * self.softmax_scale  # (B, H, T, S)
         T, S = scores.shape[-2:]

@@ -1,0 +1,195 @@
+"""A fused decode kernel for absorbed MLA, flash-decoding style, in Triton. (Chapter 5, advanced section.)
+
+At decode time absorbed MLA has, per sequence ``b`` and head ``h``, a query in latent space ``q_lat[b, h]``
+(c numbers) and a rotated RoPE query ``q_pe[b, h]`` (r numbers), and the cache holds ``c_kv[b, s]`` (c) and
+``k_pe[b, s]`` (r) for every past token ``s``. It needs
+
+    o_lat[b, h] = sum_s softmax_s(scale * (q_lat[b, h] . c_kv[b, s] + q_pe[b, h] . k_pe[b, s])) * c_kv[b, s]
+
+Written as einsums (``mla_decode_einsum``) this reads the latent cache twice (once for the scores, once for
+the weighted sum) and writes and reads the whole (B, H, S) score tensor. The kernel reads each cache tile
+once, for all heads of a block at a time:
+
+1. **split**: the context is cut into ``num_splits`` chunks; program (b, head block, split) walks its
+   chunk tile by tile, computing scores with ``tl.dot`` and keeping an *online softmax* (running max ``m``,
+   running sum ``l``, running weighted sum ``acc``: the FlashAttention recurrence);
+2. **combine**: a second small kernel merges the chunks' partial results with their log-sum-exps.
+
+Splitting the context is what keeps a large GPU busy when batch x heads alone gives too few programs
+(FlashDecoding). On CPU, or without Triton, ``mla_decode`` falls back to the einsum path.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+try:  # Triton ships with CUDA builds of torch; CPU-only installs run the einsum path
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+    tl = None
+
+
+def mla_decode_einsum(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tensor, k_pe: torch.Tensor,
+                      softmax_scale: float) -> torch.Tensor:
+    """Reference: q_lat (B, H, c), q_pe (B, H, r), c_kv (B, S, c), k_pe (B, S, r) -> o_lat (B, H, c)."""
+    scores = (torch.einsum("bhc,bsc->bhs", q_lat, c_kv) + torch.einsum("bhr,bsr->bhs", q_pe, k_pe)) * softmax_scale
+    p = scores.float().softmax(dim=-1).to(c_kv.dtype)
+    return torch.einsum("bhs,bsc->bhc", p, c_kv)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _mla_decode_split_kernel(
+        Q, QPE, CKV, KPE, O_PART, LSE_PART,
+        seq_len, split_len, scale_log2,
+        stride_qb, stride_qh, stride_pb, stride_ph,
+        stride_cb, stride_cs, stride_kb, stride_ks,
+        stride_ob, stride_os, stride_oh, stride_lb, stride_ls,
+        H: tl.constexpr, C: tl.constexpr, R: tl.constexpr,
+        BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, C_PAD: tl.constexpr, R_PAD: tl.constexpr,
+        PREC: tl.constexpr,
+    ):
+        b = tl.program_id(0)
+        hb = tl.program_id(1)
+        sp = tl.program_id(2)
+        heads = hb * BLOCK_H + tl.arange(0, BLOCK_H)
+        offs_c = tl.arange(0, C_PAD)
+        offs_r = tl.arange(0, R_PAD)
+        mask_h = heads < H
+        mask_c = offs_c < C
+        mask_r = offs_r < R
+        # this program's queries, all heads of the block: (BLOCK_H, C) and (BLOCK_H, R)
+        q = tl.load(Q + b * stride_qb + heads[:, None] * stride_qh + offs_c[None, :],
+                    mask=mask_h[:, None] & mask_c[None, :], other=0.0)
+        qp = tl.load(QPE + b * stride_pb + heads[:, None] * stride_ph + offs_r[None, :],
+                     mask=mask_h[:, None] & mask_r[None, :], other=0.0)
+        start = sp * split_len
+        end = tl.minimum(start + split_len, seq_len)
+        m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
+        l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_H, C_PAD], dtype=tl.float32)
+        for n0 in range(0, split_len, BLOCK_N):  # split_len is a multiple of BLOCK_N
+            offs_n = start + n0 + tl.arange(0, BLOCK_N)
+            mask_n = offs_n < end
+            # one tile of the caches, read once for every head of the block: (BLOCK_N, C), (BLOCK_N, R)
+            kv = tl.load(CKV + b * stride_cb + offs_n[:, None] * stride_cs + offs_c[None, :],
+                         mask=mask_n[:, None] & mask_c[None, :], other=0.0)
+            kp = tl.load(KPE + b * stride_kb + offs_n[:, None] * stride_ks + offs_r[None, :],
+                         mask=mask_n[:, None] & mask_r[None, :], other=0.0)
+            s = tl.dot(q, tl.trans(kv), input_precision=PREC) + tl.dot(qp, tl.trans(kp), input_precision=PREC)  # (BLOCK_H, BLOCK_N), fp32
+            s = tl.where(mask_n[None, :], s * scale_log2, float("-inf"))  # base-2 logits
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            alpha = tl.exp2(m_i - m_new)
+            p = tl.exp2(s - m_new[:, None])
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(kv.dtype), kv, input_precision=PREC)  # the same tile, reused as values
+            m_i = m_new
+        o = acc / l_i[:, None]
+        lse = m_i + tl.log2(l_i)
+        tl.store(O_PART + b * stride_ob + sp * stride_os + heads[:, None] * stride_oh + offs_c[None, :], o,
+                 mask=mask_h[:, None] & mask_c[None, :])
+        tl.store(LSE_PART + b * stride_lb + sp * stride_ls + heads, lse, mask=mask_h)
+
+    @triton.jit
+    def _mla_decode_combine_kernel(
+        O_PART, LSE_PART, OUT, num_splits,
+        stride_ob, stride_os, stride_oh, stride_lb, stride_ls, stride_outb, stride_outh,
+        C: tl.constexpr, C_PAD: tl.constexpr,
+    ):
+        b = tl.program_id(0)
+        h = tl.program_id(1)
+        offs_c = tl.arange(0, C_PAD)
+        mask_c = offs_c < C
+        # the largest log-sum-exp first, then the weighted sum of the chunks: (C,) accumulators only
+        lse_ptr = LSE_PART + b * stride_lb + h
+        m = tl.load(lse_ptr)
+        for sp in range(1, num_splits):
+            m = tl.maximum(m, tl.load(lse_ptr + sp * stride_ls))
+        denom = m * 0.0
+        acc = tl.zeros([C_PAD], dtype=tl.float32)
+        for sp in range(0, num_splits):
+            w = tl.exp2(tl.load(lse_ptr + sp * stride_ls) - m)
+            o = tl.load(O_PART + b * stride_ob + sp * stride_os + h * stride_oh + offs_c, mask=mask_c, other=0.0)
+            denom += w
+            acc += w * o
+        tl.store(OUT + b * stride_outb + h * stride_outh + offs_c, (acc / denom).to(OUT.dtype.element_ty),
+                 mask=mask_c)
+
+
+def _default_splits(batch: int, head_blocks: int, seq_len: int, n_sm: int, min_chunk: int = 256,
+                    waves: int = 1) -> int:
+    """Enough programs to fill the GPU `waves` times, but no chunk shorter than `min_chunk` tokens (each chunk
+    writes a partial (H, c) float32 result, so very short chunks cost more in partials than in cache reads)."""
+    want = max(1, (waves * n_sm) // max(1, batch * head_blocks))
+    return max(1, min(want, math.ceil(seq_len / min_chunk)))
+
+
+# Launch settings (tuned on an H200 with DeepSeek-V3 shapes by benchmarks/mla_decode.py --tune).
+DEFAULTS = dict(block_h=64, block_n=64, num_warps=8, num_stages=2, min_chunk=256, waves=1)
+
+
+def mla_decode_triton(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tensor, k_pe: torch.Tensor,
+                      softmax_scale: float, num_splits: int | None = None, block_h: int | None = None,
+                      block_n: int | None = None, num_warps: int | None = None,
+                      num_stages: int | None = None) -> torch.Tensor:
+    """The fused kernel. Shapes as ``mla_decode_einsum``; caches may be views of longer buffers."""
+    if triton is None:
+        raise RuntimeError("mla_decode_triton needs Triton (a CUDA build of torch ships it)")
+    block_h = DEFAULTS["block_h"] if block_h is None else block_h
+    block_n = DEFAULTS["block_n"] if block_n is None else block_n
+    num_warps = DEFAULTS["num_warps"] if num_warps is None else num_warps
+    num_stages = DEFAULTS["num_stages"] if num_stages is None else num_stages
+    B, H, C = q_lat.shape
+    S, R = c_kv.shape[1], k_pe.shape[2]
+    if q_pe.shape != (B, H, R) or c_kv.shape != (B, S, C) or k_pe.shape != (B, S, R):
+        raise ValueError(f"shape mismatch: q_lat {tuple(q_lat.shape)}, q_pe {tuple(q_pe.shape)}, "
+                         f"c_kv {tuple(c_kv.shape)}, k_pe {tuple(k_pe.shape)}")
+    if S < 1:
+        raise ValueError(f"mla_decode needs at least one cached token, got seq_len={S}")
+    for name, t in (("q_lat", q_lat), ("q_pe", q_pe), ("c_kv", c_kv), ("k_pe", k_pe)):
+        if t.stride(-1) != 1:
+            raise ValueError(f"{name} must have a contiguous last dim, got strides {t.stride()}")
+    block_h = max(16, min(block_h, triton.next_power_of_2(H)))
+    head_blocks = triton.cdiv(H, block_h)
+    if num_splits is None:
+        n_sm = torch.cuda.get_device_properties(q_lat.device).multi_processor_count if q_lat.is_cuda else 8
+        num_splits = _default_splits(B, head_blocks, S, n_sm, DEFAULTS["min_chunk"], DEFAULTS["waves"])
+    split_len = triton.cdiv(triton.cdiv(S, num_splits), block_n) * block_n
+    num_splits = triton.cdiv(S, split_len)  # no empty chunk
+    o_part = torch.empty(B, num_splits, H, C, device=q_lat.device, dtype=torch.float32)
+    lse_part = torch.empty(B, num_splits, H, device=q_lat.device, dtype=torch.float32)
+    C_PAD, R_PAD = triton.next_power_of_2(C), triton.next_power_of_2(R)
+    _mla_decode_split_kernel[(B, head_blocks, num_splits)](
+        q_lat, q_pe, c_kv, k_pe, o_part, lse_part,
+        S, split_len, softmax_scale * 1.4426950408889634,  # log2(e): the kernel uses exp2
+        q_lat.stride(0), q_lat.stride(1), q_pe.stride(0), q_pe.stride(1),
+        c_kv.stride(0), c_kv.stride(1), k_pe.stride(0), k_pe.stride(1),
+        o_part.stride(0), o_part.stride(1), o_part.stride(2), lse_part.stride(0), lse_part.stride(1),
+        H=H, C=C, R=R, BLOCK_H=block_h, BLOCK_N=block_n, C_PAD=C_PAD, R_PAD=R_PAD,
+        PREC="ieee" if q_lat.dtype == torch.float32 else "tf32",  # fp32 stays exact; bf16 ignores it
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    out = torch.empty(B, H, C, device=q_lat.device, dtype=q_lat.dtype)
+    _mla_decode_combine_kernel[(B, H)](
+        o_part, lse_part, out, num_splits,
+        o_part.stride(0), o_part.stride(1), o_part.stride(2), lse_part.stride(0), lse_part.stride(1),
+        out.stride(0), out.stride(1),
+        C=C, C_PAD=C_PAD, num_warps=4,
+    )
+    return out
+
+
+def mla_decode(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tensor, k_pe: torch.Tensor,
+               softmax_scale: float, backend: str = "auto") -> torch.Tensor:
+    """Absorbed MLA decode attention in latent space: ``backend`` "triton", "einsum" or "auto"
+    (Triton on CUDA when available, einsums otherwise). Shapes as ``mla_decode_einsum``."""
+    if backend not in ("auto", "triton", "einsum"):
+        raise ValueError(f"backend={backend!r} is not 'auto', 'triton' or 'einsum'")
+    use_triton = backend == "triton" or (backend == "auto" and triton is not None and q_lat.is_cuda)
+    if use_triton:
+        return mla_decode_triton(q_lat, q_pe, c_kv, k_pe, softmax_scale)
+    return mla_decode_einsum(q_lat, q_pe, c_kv, k_pe, softmax_scale)
