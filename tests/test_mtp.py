@@ -289,3 +289,22 @@ def test_mtp_module_matches_transformers_mtp_layer():
         want = hf(emb, h_prev, position_embeddings=(cos, sin), attention_mask=mask, position_ids=pos, cache=None)
         got = ours(h_prev, emb)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mla_mode", ["naive", "absorbed"])
+def test_speculative_with_deepseek_style_mla_and_moe(mla_mode):
+    """The DeepSeek-V3 shape: MLA attention, MoE feed-forward (the MTP block is an MoE layer too)."""
+    model = _model(1, seed=5, attention="mla", kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8,
+                   v_head_dim=8, mla_mode=mla_mode, ffn="moe", first_k_dense_replace=1, n_routed_experts=4,
+                   num_experts_per_tok=2, moe_intermediate_size=16, n_shared_experts=1)
+    assert type(model.mtp.depths[0].block.ffn).__name__ == "MoE"
+    x, y = torch.randint(0, 16, (2, 10)), torch.randint(0, 16, (2, 10))
+    model.train()
+    model(x, y)[1].backward()
+    assert model.mtp.depths[0].eh_proj.weight.grad.abs().sum() > 0
+    model.eval()
+    for seed in range(2):
+        idx = torch.randint(0, 16, (1, 3 + seed), generator=torch.Generator().manual_seed(seed))
+        out, stats = generate_speculative_mtp(model, idx, 20)
+        assert torch.equal(out, generate(model, idx, 20, temperature=0))
+        _check_drafts_against_full_forward(model, out, stats)

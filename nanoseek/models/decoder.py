@@ -34,6 +34,7 @@ from nanoseek.nn.attention import Attention
 from nanoseek.nn.mla import MLA, MLAConfig
 from nanoseek.nn.mlp import SwiGLU
 from nanoseek.nn.mtp import MultiTokenPrediction, combine_losses
+from nanoseek.nn.moe import MoE, MoEConfig, RoutedExperts, Router
 from nanoseek.nn.norm import RMSNorm
 from nanoseek.nn.rope import LAYOUTS
 
@@ -66,6 +67,21 @@ class DecoderConfig:
     init_std: float = 0.02
     mtp_depth: int = 0           # chapter 7: D multi-token-prediction modules (0: none, the plain decoder)
     mtp_lambda: float = 0.3      # chapter 7: weight λ of the mean MTP loss (DeepSeek-V3: 0.3, later 0.1)
+    # ---- ffn="moe" (chapter 6): DeepSeekMoE layers; names follow transformers' DeepseekV3Config -----------
+    first_k_dense_replace: int = 0   # the first k layers keep a dense SwiGLU of intermediate_size
+    n_routed_experts: int = 8
+    num_experts_per_tok: int = 2
+    moe_intermediate_size: int = 64
+    n_shared_experts: int = 1
+    n_group: int = 1
+    topk_group: int = 1
+    scoring_func: str = "sigmoid"    # "sigmoid" (V3) or "softmax" (V2)
+    norm_topk_prob: bool = True
+    routed_scaling_factor: float = 1.0
+    aux_loss: str = "none"           # "none" | "switch" | "seq"
+    aux_loss_alpha: float = 0.0
+    bias_update_speed: float = 0.0   # gamma of loss-free balancing (applied by nanoseek.nn.moe.BiasUpdateHook)
+    moe_dispatch: str = "sorted"     # "sorted" | "loop" | "grouped"
 
     def __post_init__(self):
         for name in ("vocab_size", "n_layer", "n_embd", "n_head", "n_kv_head", "intermediate_size", "max_seq_len"):
@@ -106,6 +122,12 @@ class DecoderConfig:
                 raise ValueError(f"DecoderConfig(attention='mla'): {err}") from None
         if self.ffn not in FFN_BUILDERS:
             raise ValueError(f"DecoderConfig.ffn={self.ffn!r} is not one of {tuple(FFN_BUILDERS)}")
+        if self.ffn == "moe":
+            k = self.first_k_dense_replace
+            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= self.n_layer:
+                raise ValueError(f"DecoderConfig.first_k_dense_replace must be in 0..n_layer={self.n_layer}, "
+                                 f"got first_k_dense_replace={k!r}")
+            moe_config(self)  # validates the MoE fields (a ValueError names the field and its value)
 
 
 # ---- switch points: (config, layer index) -> module -------------------------------------------------------
@@ -133,8 +155,27 @@ def build_dense(cfg: DecoderConfig, layer_idx: int) -> nn.Module:
     return SwiGLU(cfg.n_embd, cfg.intermediate_size)
 
 
+def moe_config(cfg: DecoderConfig) -> MoEConfig:
+    """The `MoEConfig` of the MoE layers of a decoder config (chapter 6)."""
+    return MoEConfig(
+        dim=cfg.n_embd, n_routed_experts=cfg.n_routed_experts, num_experts_per_tok=cfg.num_experts_per_tok,
+        moe_intermediate_size=cfg.moe_intermediate_size, n_shared_experts=cfg.n_shared_experts,
+        n_group=cfg.n_group, topk_group=cfg.topk_group, scoring_func=cfg.scoring_func,
+        norm_topk_prob=cfg.norm_topk_prob, routed_scaling_factor=cfg.routed_scaling_factor,
+        aux_loss=cfg.aux_loss, aux_loss_alpha=cfg.aux_loss_alpha, bias_update_speed=cfg.bias_update_speed,
+        dispatch=cfg.moe_dispatch,
+    )
+
+
+def build_moe(cfg: DecoderConfig, layer_idx: int) -> nn.Module:
+    """DeepSeekMoE, except in the first `first_k_dense_replace` layers, which stay dense (DeepSeek-V3: 3)."""
+    if layer_idx < cfg.first_k_dense_replace:
+        return build_dense(cfg, layer_idx)
+    return MoE(moe_config(cfg))
+
+
 ATTENTION_BUILDERS: dict[str, Callable[[DecoderConfig, int], nn.Module]] = {"gqa": build_gqa}
-FFN_BUILDERS: dict[str, Callable[[DecoderConfig, int], nn.Module]] = {"dense": build_dense}
+FFN_BUILDERS: dict[str, Callable[[DecoderConfig, int], nn.Module]] = {"dense": build_dense, "moe": build_moe}
 
 
 def make_attention(cfg: DecoderConfig, layer_idx: int) -> nn.Module:
@@ -200,6 +241,12 @@ class Decoder(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
+            elif isinstance(module, RoutedExperts):  # chapter 6: the same law as a dense SwiGLU's weights
+                nn.init.normal_(module.gate_up_proj, 0.0, std)
+                nn.init.normal_(module.down_proj, 0.0, std / math.sqrt(2 * self.config.n_layer))
+            elif isinstance(module, Router):
+                nn.init.normal_(module.weight, 0.0, std)
+                nn.init.zeros_(module.e_score_correction_bias)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters counted once (a tied head is the embedding). non_embedding drops the embedding table."""
