@@ -88,6 +88,8 @@ CFG
 # $$h'^k_i = M_k\,[\mathrm{RMSNorm}(\mathrm{Emb}(t_{i+k}));\ \mathrm{RMSNorm}(h^{k-1}_i)],\qquad
 # h^k_{1:T-k} = \mathrm{TRM}_k(h'^k_{1:T-k}),\qquad P^k_{i+k+1} = \mathrm{OutHead}(h^k_i).$$
 #
+# (The report writes the two halves in the other order; the released weights put the embedding first, and
+# transformers, vLLM and we follow the weights. Swapping them only permutes the columns of $M_k$.)
 # The embedding table and the output head are the main model's own (shared, not copied). Unlike the
 # independent heads of {cite}`gloeckle2024better`, each depth sees the previous depth's representation, so
 # the *causal chain* of predictions is kept. The loss of depth $k$ is the cross-entropy against $t_{i+k+1}$ and
