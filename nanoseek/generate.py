@@ -206,11 +206,10 @@ def generate_speculative_mtp(model: nn.Module, idx: torch.Tensor, max_new_tokens
         dev = idx.device
         cache = model.new_cache(1, max_len)
         mtp_cache = [m.block.attn.new_cache(1, max_len) for m in mtp.depths[:K]]
-        C = model.config.n_embd
-        carry = [torch.zeros(1, 0, C, device=dev) for _ in range(K)]  # carry[k]: h^k of committed positions
         tokens = idx[0].tolist()
 
         h_new = model.hidden(idx, cache)  # (1, P, C): prefill, positions 0..P-1
+        carry = [h_new[:, :0] for _ in range(K)]  # carry[k]: h^k of committed positions depth k+1 still needs
         tokens.append(int(model.lm_head(h_new[:, -1]).argmax(-1)))
         stats.main_forwards, stats.new_tokens = 1, 1
         while stats.new_tokens < max_new_tokens and tokens[-1] != eos_id:
