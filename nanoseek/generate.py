@@ -6,12 +6,18 @@
   prompt, then feed one token per step while each layer's cache keeps the keys and values of the past;
 - models without it (the chapter-1 GPT) recompute the whole sequence every step, cropped to the context.
 
+Chapter 7 adds `generate_speculative_mtp`: greedy decoding where the model's own multi-token-prediction
+modules draft the next tokens and the main model verifies them in one forward, rolling its KV cache back on a
+rejection; the output is exactly greedy `generate`'s.
+
 Sampling: ``temperature == 0`` is greedy (argmax); otherwise logits / temperature, then optional top-k and
 top-p (nucleus) filtering, then a draw from ``generator`` (so runs are repeatable).
 """
 from __future__ import annotations
 
+import time
 import warnings
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -171,3 +177,146 @@ def _static_step(model: nn.Module, cache: list, batch_size: int, start: int, dev
         pos.add_(1)
         return static_logits
     return step
+
+
+# ---- chapter 7: self-speculative decoding with the MTP modules -------------------------------------------
+
+@dataclass
+class SpeculativeStats:
+    """What one `generate_speculative_mtp` call measured.
+
+    `main_forwards` counts every forward pass of the main model, the prefill included, so plain greedy
+    decoding of n tokens is n forwards and `tokens_per_forward` is 1.0 for it. `drafted[k-1]` counts how often
+    the draft of depth k was checked (every earlier draft of its round having been accepted) and
+    `accepted[k-1]` how often it matched the main model's own greedy choice.
+    """
+
+    new_tokens: int = 0
+    main_forwards: int = 0
+    drafted: list[int] = field(default_factory=list)
+    accepted: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    rounds: list[tuple[int, list[int], int]] = field(default_factory=list)  # (N, drafts, accepted) per round
+
+    @property
+    def tokens_per_forward(self) -> float:
+        return self.new_tokens / self.main_forwards if self.main_forwards else float("nan")
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Acceptance of the first drafted token (depth 1): the paper's 'second token' acceptance."""
+        return self.accepted[0] / self.drafted[0] if self.drafted and self.drafted[0] else float("nan")
+
+    def acceptance_by_depth(self) -> list[float]:
+        """Per depth k: accepted / checked, the acceptance of draft k given drafts 1..k-1 were accepted."""
+        return [a / d if d else float("nan") for a, d in zip(self.accepted, self.drafted)]
+
+    def merge(self, other: "SpeculativeStats") -> "SpeculativeStats":
+        """The totals of two runs (sums of counts and seconds), for rates over many prompts."""
+        n = max(len(self.drafted), len(other.drafted))
+        pad = lambda xs: list(xs) + [0] * (n - len(xs))  # noqa: E731
+        return SpeculativeStats(
+            self.new_tokens + other.new_tokens, self.main_forwards + other.main_forwards,
+            [a + b for a, b in zip(pad(self.drafted), pad(other.drafted))],
+            [a + b for a, b in zip(pad(self.accepted), pad(other.accepted))], self.seconds + other.seconds)
+
+
+def _rollback(cache, pos: int) -> None:
+    """Forget every cached position >= pos (the buffers stay; later writes overwrite them)."""
+    if not hasattr(cache, "pos"):
+        raise TypeError(f"speculative decoding needs caches with a `pos` counter, got {type(cache).__name__}")
+    if not 0 <= pos <= cache.pos:
+        raise ValueError(f"cannot roll a cache at pos={cache.pos} back to pos={pos}")
+    cache.pos = pos
+
+
+@torch.no_grad()
+def generate_speculative_mtp(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, n_draft: int | None = None,
+                             eos_id: int | None = None) -> tuple[torch.Tensor, SpeculativeStats]:
+    """Greedy decoding where the model's own MTP modules draft and the main model verifies. (Chapter 7.)
+
+    idx (1, T) -> (1, T + n) with exactly the tokens greedy `generate` gives, and the stats of the run.
+
+    Each round: the main model reads the pending token t_{N-1} and the drafts d_1..d_m in one forward
+    (positions N-1..N-1+m, KV cache on); its greedy choices g_0..g_m are what plain greedy decoding would
+    say at those positions. Drafts are accepted while d_j == g_{j-1}; with a accepted, the round commits
+    d_1..d_a and g_a (a + 1 tokens for one forward) and rolls the main cache back to the committed tokens.
+    Then MTP depth k (k = 1..m), at position N-2 of the new length, reads h^{k-1} and the embedding of
+    t_{N-2+k} (a draft itself for k >= 2) and drafts t_{N-1+k}. Each depth keeps a KV cache of its block;
+    positions whose input token is still a draft are rolled back after drafting and recomputed next round.
+    """
+    _check_args(idx, max_new_tokens, 0.0, None, None)
+    mtp = getattr(model, "mtp", None)
+    if mtp is None:
+        depth = getattr(getattr(model, "config", None), "mtp_depth", None)
+        raise ValueError(f"generate_speculative_mtp needs a model with MTP modules, got mtp_depth={depth!r}")
+    if idx.shape[0] != 1:
+        raise ValueError(f"generate_speculative_mtp decodes one sequence, got batch size {idx.shape[0]}")
+    K = mtp.depth if n_draft is None else n_draft
+    if isinstance(K, bool) or not isinstance(K, int) or not 1 <= K <= mtp.depth:
+        raise ValueError(f"n_draft must be an integer in 1..mtp_depth={mtp.depth}, got n_draft={n_draft!r}")
+    stats = SpeculativeStats(drafted=[0] * K, accepted=[0] * K)
+    if max_new_tokens == 0:
+        return idx, stats
+    was_training = model.training
+    model.eval()
+    t0 = time.perf_counter()
+    try:
+        P = idx.shape[1]
+        max_len = P + max_new_tokens - 1  # positions the main model reads, as in `generate`
+        ctx = context_length(model)
+        if ctx is not None and max_len > ctx:
+            raise ValueError(f"prompt {P} + max_new_tokens {max_new_tokens} needs {max_len} positions, more than "
+                             f"the context length {ctx}")
+        dev = idx.device
+        cache = model.new_cache(1, max_len)
+        mtp_cache = [m.block.attn.new_cache(1, max_len) for m in mtp.depths[:K]]
+        tokens = idx[0].tolist()
+
+        h_new = model.hidden(idx, cache)  # (1, P, C): prefill, positions 0..P-1
+        carry = [h_new[:, :0] for _ in range(K)]  # carry[k]: h^k of committed positions depth k+1 still needs
+        tokens.append(int(model.lm_head(h_new[:, -1]).argmax(-1)))
+        stats.main_forwards, stats.new_tokens = 1, 1
+        while stats.new_tokens < max_new_tokens and tokens[-1] != eos_id:
+            N = len(tokens)  # committed tokens; t_{N-1} is pending (not yet read by the main model)
+            m = min(K, max_new_tokens - stats.new_tokens - 1)  # never draft past the budget
+            # --- draft: depth k reads positions cache_k.pos .. N-2 --------------------------------------
+            drafts: list[int] = []
+            hin = h_new  # h^0 of positions mtp_cache[0].pos .. N-2
+            for k in range(1, m + 1):
+                c = mtp_cache[k - 1]
+                s = c.pos
+                ext = tokens + drafts
+                tok = torch.tensor([ext[s + k: N - 1 + k]], device=dev)  # t_{j+k}, j = s..N-2
+                hk = mtp.depths[k - 1](hin, model.embed(tok), lambda b, x: b(x, c))  # (1, N-1-s, C)
+                drafts.append(int(model.lm_head(hk[:, -1]).argmax(-1)))
+                _rollback(c, max(N - k, 0))  # keep the positions j whose t_{j+k} is committed
+                if k < K:
+                    hin = torch.cat([carry[k], hk], dim=1)  # h^k of positions mtp_cache[k].pos .. N-2
+                    lo, hi = max(N - k - 1, 0) - s, max(N - k, 0) - s
+                    carry[k] = hk[:, lo:hi]  # h^k that depth k+1 will need next round
+            # --- verify: one main forward over the pending token and the drafts --------------------------
+            inp = torch.tensor([[tokens[-1], *drafts]], device=dev)  # (1, 1 + m)
+            h = model.hidden(inp, cache)  # positions N-1 .. N-1+m
+            greedy = model.lm_head(h)[0].argmax(-1).tolist()  # g_0..g_m
+            stats.main_forwards += 1
+            a = 0
+            while a < len(drafts):
+                stats.drafted[a] += 1
+                if drafts[a] != greedy[a]:
+                    break
+                stats.accepted[a] += 1
+                a += 1
+            stats.rounds.append((N, drafts, a))
+            new = drafts[:a] + [greedy[a]]
+            if eos_id is not None and eos_id in new:
+                new = new[: new.index(eos_id) + 1]
+            tokens += new
+            stats.new_tokens += len(new)
+            for layer_cache in cache:
+                _rollback(layer_cache, N + a)  # committed positions 0 .. N-1+a
+            h_new = h[:, : a + 1]  # h^0 of positions N-1 .. N-1+a
+        stats.seconds = time.perf_counter() - t0
+        return torch.tensor([tokens], dtype=idx.dtype, device=dev), stats
+    finally:
+        model.train(was_training)

@@ -39,3 +39,5 @@ def to_hf(model: nn.Module, **kwargs):
 
 
 __all__ = ["from_hf", "to_hf", "FROM_HF"]
+
+FROM_HF["deepseek_v3"] = "nanoseek.interop.deepseek_v3"  # chapter 6: whole DeepseekV3ForCausalLM (MLA + MoE)

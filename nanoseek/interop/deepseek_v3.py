@@ -91,3 +91,161 @@ def mla_from_hf(attn, mode: str = "naive", max_seq_len: int | None = None) -> ML
     mla.set_rope_tables(cos[0, :, : r // 2], sin[0, :, : r // 2])
     mla.softmax_scale = float(attn.scaling)
     return mla
+
+
+# ---- DeepSeekMoE layers (chapter 6) ----------------------------------------------------------------------
+# transformers 5.x stores the routed experts fused, exactly as `nanoseek.nn.moe.RoutedExperts` does
+# (`experts.gate_up_proj` (E, 2I, C), `experts.down_proj` (E, C, I)); the router's `gate.weight` and
+# `gate.e_score_correction_bias` and the `shared_experts` SwiGLU keep their names: the mapping is the identity.
+
+
+def moe_config_from_hf(config, **overrides):
+    """Our `MoEConfig` for the MoE layers of a transformers ``DeepseekV3Config`` (V3 routing: sigmoid, groups)."""
+    from nanoseek.nn.moe import MoEConfig
+
+    kw = dict(
+        dim=config.hidden_size,
+        n_routed_experts=config.n_routed_experts,
+        num_experts_per_tok=config.num_experts_per_tok,
+        moe_intermediate_size=config.moe_intermediate_size,
+        n_shared_experts=config.n_shared_experts or 0,
+        n_group=config.n_group or 1,
+        topk_group=config.topk_group or 1,
+        scoring_func="sigmoid",
+        norm_topk_prob=bool(config.norm_topk_prob),
+        routed_scaling_factor=float(config.routed_scaling_factor),
+    )
+    if getattr(config, "hidden_act", "silu") != "silu":
+        raise ValueError(f"nanoseek's experts are SwiGLU (silu); got hidden_act={config.hidden_act!r}")
+    kw.update(overrides)
+    return MoEConfig(**kw)
+
+
+@torch.no_grad()
+def moe_from_hf(mlp, **overrides):
+    """Our `MoE` computing the same function as a transformers ``DeepseekV3MoE`` (weights copied)."""
+    from nanoseek.nn.moe import MoE
+
+    ref = mlp.experts.gate_up_proj
+    moe = MoE(moe_config_from_hf(mlp.config, **overrides)).to(device=ref.device, dtype=ref.dtype)
+    moe.load_state_dict(mlp.state_dict(), strict=True)
+    moe.gate.float()  # the router stays in float32, as transformers keeps it (_keep_in_fp32_modules_strict)
+    return moe
+
+
+# ---- whole models (chapter 6): DeepseekV3ForCausalLM <-> Decoder(attention="mla", ffn="moe") ---------------
+
+
+def config_from_hf(config, max_seq_len: int | None = None, mla_mode: str = "naive"):
+    """Our `DecoderConfig` for a transformers ``DeepseekV3Config``: MLA attention, `first_k_dense_replace` dense
+    layers then DeepSeekMoE layers with V3 routing.
+
+    YaRN and other rope types are carried by `from_hf` (it copies transformers' RoPE tables and softmax scale
+    into each attention); a model rebuilt from this config alone has plain RoPE.
+    """
+    from nanoseek.models.decoder import DecoderConfig
+
+    if getattr(config, "attention_bias", False):
+        raise ValueError("DeepseekV3 with attention_bias=True has no nanoseek equivalent (Decoder MLA has no biases)")
+    if getattr(config, "hidden_act", "silu") != "silu":
+        raise ValueError(f"nanoseek's FFNs are SwiGLU (silu); got hidden_act={config.hidden_act!r}")
+    moe = moe_config_from_hf(config)
+    return DecoderConfig(
+        vocab_size=config.vocab_size,
+        n_layer=config.num_hidden_layers,
+        n_embd=config.hidden_size,
+        n_head=config.num_attention_heads,
+        n_kv_head=config.num_attention_heads,
+        head_dim=config.qk_rope_head_dim,  # unused by MLA; the config needs an even value
+        intermediate_size=config.intermediate_size,
+        max_seq_len=max_seq_len or config.max_position_embeddings,
+        rope_theta=float(config.rope_parameters["rope_theta"]),
+        rope_layout="half",  # interleaved checkpoints are permuted at load time (see the module docstring)
+        norm_eps=config.rms_norm_eps,
+        tie_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+        attention="mla",
+        kv_lora_rank=config.kv_lora_rank,
+        q_lora_rank=config.q_lora_rank,
+        qk_nope_head_dim=config.qk_nope_head_dim,
+        qk_rope_head_dim=config.qk_rope_head_dim,
+        v_head_dim=config.v_head_dim,
+        mla_mode=mla_mode,
+        ffn="moe",
+        first_k_dense_replace=min(config.first_k_dense_replace or 0, config.num_hidden_layers),
+        n_routed_experts=moe.n_routed_experts,
+        num_experts_per_tok=moe.num_experts_per_tok,
+        moe_intermediate_size=moe.moe_intermediate_size,
+        n_shared_experts=moe.n_shared_experts,
+        n_group=moe.n_group,
+        topk_group=moe.topk_group,
+        scoring_func="sigmoid",
+        norm_topk_prob=moe.norm_topk_prob,
+        routed_scaling_factor=moe.routed_scaling_factor,
+    )
+
+
+@torch.no_grad()
+def from_hf(hf_model, max_seq_len: int | None = None, mla_mode: str = "naive"):
+    """A `Decoder` computing the same logits as a transformers ``DeepseekV3ForCausalLM`` (weights copied; the
+    dtype and device of the transformers model). MLA layers go through `mla_from_hf` (RoPE permutation and
+    tables), MoE layers through `moe_from_hf` (identical names), dense layers and norms are copied."""
+    from nanoseek.models.decoder import Decoder
+
+    cfg = config_from_hf(hf_model.config, max_seq_len=max_seq_len, mla_mode=mla_mode)
+    param = next(hf_model.parameters())
+    model = Decoder(cfg).to(device=param.device, dtype=param.dtype)
+    hf = hf_model.model
+    model.embed.weight.copy_(hf.embed_tokens.weight)
+    model.norm.weight.copy_(hf.norm.weight)
+    if cfg.tie_embeddings:
+        model.lm_head.weight = model.embed.weight
+    else:
+        model.lm_head.weight.copy_(hf_model.lm_head.weight)
+    for block, layer in zip(model.layers, hf.layers):
+        block.attn = mla_from_hf(layer.self_attn, mode=mla_mode, max_seq_len=cfg.max_seq_len)
+        block.attn_norm.weight.copy_(layer.input_layernorm.weight)
+        block.ffn_norm.weight.copy_(layer.post_attention_layernorm.weight)
+        block.ffn.load_state_dict(layer.mlp.state_dict(), strict=True)  # SwiGLU or MoE: the same names
+        if hasattr(block.ffn, "gate"):
+            block.ffn.gate.float()  # the router stays in float32, as transformers keeps it
+    return model.eval()
+
+
+def deepseek_v3_config(**overrides):
+    """The `DecoderConfig` of DeepSeek-V3 (671B) itself: 61 layers of width 7168, MLA with 128 heads
+    (q_lora_rank 1536, kv_lora_rank 512), 3 dense layers (SwiGLU 18432) then 58 DeepSeekMoE layers of 256 routed
+    experts (width 2048, 8 active, 4 of 8 groups, scale 2.5) and 1 shared expert; vocabulary 129,280.
+    (The multi-token-prediction module of chapter 7 is not included: it is not part of the 671B.)"""
+    from nanoseek.models.decoder import DecoderConfig
+
+    kw = dict(
+        vocab_size=129280, n_layer=61, n_embd=7168, n_head=128, n_kv_head=128, head_dim=64,
+        intermediate_size=18432, max_seq_len=4096, rope_theta=10000.0, norm_eps=1e-6, tie_embeddings=False,
+        attention="mla", kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64,
+        v_head_dim=128, ffn="moe", first_k_dense_replace=3, n_routed_experts=256, num_experts_per_tok=8,
+        moe_intermediate_size=2048, n_shared_experts=1, n_group=8, topk_group=4, scoring_func="sigmoid",
+        norm_topk_prob=True, routed_scaling_factor=2.5,
+    )
+    kw.update(overrides)
+    return DecoderConfig(**kw)
+
+
+def build_on_meta(cfg=None):
+    """A `Decoder` of config `cfg` (default: `deepseek_v3_config()`) on the meta device: every module and shape
+    is real, no memory is allocated. Use it to inspect a model too large to build, e.g.
+    `nanoseek.nn.moe.count_params(build_on_meta())` -> 671B total, 37B active per token."""
+    import nanoseek.nn.mla as mla_module
+    from nanoseek.models.decoder import Decoder
+
+    tables = mla_module.rope_cos_sin
+
+    def cpu_tables(*args, **kwargs):  # MLA keeps its RoPE tables on the CPU (a few MB): build them for real
+        with torch.device("cpu"):
+            return tables(*args, **kwargs)
+
+    mla_module.rope_cos_sin = cpu_tables
+    try:
+        with torch.device("meta"):
+            return Decoder(cfg if cfg is not None else deepseek_v3_config())
+    finally:
+        mla_module.rope_cos_sin = tables

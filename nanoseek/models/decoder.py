@@ -10,6 +10,10 @@ embeddings, rope theta, RMSNorm eps), so `nanoseek.interop` can move weights to 
 Each switch is a small builder function in `ATTENTION_BUILDERS` / `FFN_BUILDERS`: adding a variant is one
 function and one dictionary entry (plus its config fields and their validation).
 
+Chapter 7 adds ``mtp_depth`` multi-token-prediction modules (`nanoseek.nn.mtp`) that share the embedding and
+the LM head; ``mtp_depth=0`` (the default) is the plain decoder, parameter for parameter. With MTP the loss is
+``L_main + mtp_lambda · mean_k L_MTP^k`` and ``model.last_losses`` holds the parts ("main", "mtp_1", ...).
+
 Calling convention, shared by every model of the book: ``logits, loss = model(idx, targets=None, cache=None)``.
 ``targets`` uses -100 at positions without loss. **Auxiliary losses hook**: after the forward pass, every
 submodule that has an attribute ``aux_loss`` holding a tensor (the MoE router's balance loss in chapter 6)
@@ -29,6 +33,8 @@ from torch import nn
 from nanoseek.nn.attention import Attention
 from nanoseek.nn.mla import MLA, MLAConfig
 from nanoseek.nn.mlp import SwiGLU
+from nanoseek.nn.mtp import MultiTokenPrediction, combine_losses
+from nanoseek.nn.moe import MoE, MoEConfig, RoutedExperts, Router
 from nanoseek.nn.norm import RMSNorm
 from nanoseek.nn.rope import LAYOUTS
 
@@ -59,6 +65,23 @@ class DecoderConfig:
     mla_decode_backend: str = "einsum"  # absorbed one-token steps: "einsum" | "triton" | "auto"
     ffn: str = "dense"           # switch point: chapter 6 adds "moe"
     init_std: float = 0.02
+    mtp_depth: int = 0           # chapter 7: D multi-token-prediction modules (0: none, the plain decoder)
+    mtp_lambda: float = 0.3      # chapter 7: weight λ of the mean MTP loss (DeepSeek-V3: 0.3, later 0.1)
+    # ---- ffn="moe" (chapter 6): DeepSeekMoE layers; names follow transformers' DeepseekV3Config -----------
+    first_k_dense_replace: int = 0   # the first k layers keep a dense SwiGLU of intermediate_size
+    n_routed_experts: int = 8
+    num_experts_per_tok: int = 2
+    moe_intermediate_size: int = 64
+    n_shared_experts: int = 1
+    n_group: int = 1
+    topk_group: int = 1
+    scoring_func: str = "sigmoid"    # "sigmoid" (V3) or "softmax" (V2)
+    norm_topk_prob: bool = True
+    routed_scaling_factor: float = 1.0
+    aux_loss: str = "none"           # "none" | "switch" | "seq"
+    aux_loss_alpha: float = 0.0
+    bias_update_speed: float = 0.0   # gamma of loss-free balancing (applied by nanoseek.nn.moe.BiasUpdateHook)
+    moe_dispatch: str = "sorted"     # "sorted" | "loop" | "grouped"
 
     def __post_init__(self):
         for name in ("vocab_size", "n_layer", "n_embd", "n_head", "n_kv_head", "intermediate_size", "max_seq_len"):
@@ -84,6 +107,12 @@ class DecoderConfig:
             raise ValueError(f"DecoderConfig.norm_eps must be > 0, got norm_eps={self.norm_eps!r}")
         if not (isinstance(self.init_std, (int, float)) and self.init_std > 0):
             raise ValueError(f"DecoderConfig.init_std must be > 0, got init_std={self.init_std!r}")
+        if isinstance(self.mtp_depth, bool) or not isinstance(self.mtp_depth, int) or self.mtp_depth < 0:
+            raise ValueError(f"DecoderConfig.mtp_depth must be an integer >= 0, got mtp_depth={self.mtp_depth!r}")
+        if self.mtp_depth >= self.max_seq_len:
+            raise ValueError(f"DecoderConfig.mtp_depth={self.mtp_depth} must be < max_seq_len={self.max_seq_len}")
+        if not (isinstance(self.mtp_lambda, (int, float)) and self.mtp_lambda >= 0):
+            raise ValueError(f"DecoderConfig.mtp_lambda must be >= 0, got mtp_lambda={self.mtp_lambda!r}")
         if self.attention not in ATTENTION_BUILDERS:
             raise ValueError(f"DecoderConfig.attention={self.attention!r} is not one of {tuple(ATTENTION_BUILDERS)}")
         if self.attention == "mla":
@@ -93,6 +122,12 @@ class DecoderConfig:
                 raise ValueError(f"DecoderConfig(attention='mla'): {err}") from None
         if self.ffn not in FFN_BUILDERS:
             raise ValueError(f"DecoderConfig.ffn={self.ffn!r} is not one of {tuple(FFN_BUILDERS)}")
+        if self.ffn == "moe":
+            k = self.first_k_dense_replace
+            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= self.n_layer:
+                raise ValueError(f"DecoderConfig.first_k_dense_replace must be in 0..n_layer={self.n_layer}, "
+                                 f"got first_k_dense_replace={k!r}")
+            moe_config(self)  # validates the MoE fields (a ValueError names the field and its value)
 
 
 # ---- switch points: (config, layer index) -> module -------------------------------------------------------
@@ -120,8 +155,27 @@ def build_dense(cfg: DecoderConfig, layer_idx: int) -> nn.Module:
     return SwiGLU(cfg.n_embd, cfg.intermediate_size)
 
 
+def moe_config(cfg: DecoderConfig) -> MoEConfig:
+    """The `MoEConfig` of the MoE layers of a decoder config (chapter 6)."""
+    return MoEConfig(
+        dim=cfg.n_embd, n_routed_experts=cfg.n_routed_experts, num_experts_per_tok=cfg.num_experts_per_tok,
+        moe_intermediate_size=cfg.moe_intermediate_size, n_shared_experts=cfg.n_shared_experts,
+        n_group=cfg.n_group, topk_group=cfg.topk_group, scoring_func=cfg.scoring_func,
+        norm_topk_prob=cfg.norm_topk_prob, routed_scaling_factor=cfg.routed_scaling_factor,
+        aux_loss=cfg.aux_loss, aux_loss_alpha=cfg.aux_loss_alpha, bias_update_speed=cfg.bias_update_speed,
+        dispatch=cfg.moe_dispatch,
+    )
+
+
+def build_moe(cfg: DecoderConfig, layer_idx: int) -> nn.Module:
+    """DeepSeekMoE, except in the first `first_k_dense_replace` layers, which stay dense (DeepSeek-V3: 3)."""
+    if layer_idx < cfg.first_k_dense_replace:
+        return build_dense(cfg, layer_idx)
+    return MoE(moe_config(cfg))
+
+
 ATTENTION_BUILDERS: dict[str, Callable[[DecoderConfig, int], nn.Module]] = {"gqa": build_gqa}
-FFN_BUILDERS: dict[str, Callable[[DecoderConfig, int], nn.Module]] = {"dense": build_dense}
+FFN_BUILDERS: dict[str, Callable[[DecoderConfig, int], nn.Module]] = {"dense": build_dense, "moe": build_moe}
 
 
 def make_attention(cfg: DecoderConfig, layer_idx: int) -> nn.Module:
@@ -168,6 +222,11 @@ class Decoder(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        # chapter 7: MTP depth k runs one more block of the same kind (layer index n_layer + k - 1)
+        self.mtp = (MultiTokenPrediction(config.n_embd, config.mtp_depth,
+                                         lambda k: Block(config, config.n_layer + k - 1), config.norm_eps)
+                    if config.mtp_depth else None)
+        self.last_losses: dict[str, torch.Tensor] = {}  # the parts of the last loss: "main", "mtp_1", ...
         self.reset_parameters()
 
     @torch.no_grad()
@@ -182,6 +241,12 @@ class Decoder(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
+            elif isinstance(module, RoutedExperts):  # chapter 6: the same law as a dense SwiGLU's weights
+                nn.init.normal_(module.gate_up_proj, 0.0, std)
+                nn.init.normal_(module.down_proj, 0.0, std / math.sqrt(2 * self.config.n_layer))
+            elif isinstance(module, Router):
+                nn.init.normal_(module.weight, 0.0, std)
+                nn.init.zeros_(module.e_score_correction_bias)
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameters counted once (a tied head is the embedding). non_embedding drops the embedding table."""
@@ -201,17 +266,27 @@ class Decoder(nn.Module):
             raise ValueError(f"idx must be (B, T) token ids, got shape {tuple(idx.shape)}")
         if cache is not None and len(cache) != len(self.layers):
             raise ValueError(f"cache has {len(cache)} layers, the model has n_layer={len(self.layers)}")
-        x = self.embed(idx)  # (B, T, C)
-        for i, block in enumerate(self.layers):
-            x = block(x, None if cache is None else cache[i])
-        logits = self.lm_head(self.norm(x))  # (B, T, V)
+        h = self.hidden(idx, cache)  # (B, T, C)
+        logits = self.lm_head(h)  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+            self.last_losses = {"main": loss.detach()}
+            if self.mtp is not None:  # chapter 7: L = L_main + λ · mean_k L_MTP^k
+                _, mtp_losses = self.mtp(h, idx, self.embed, self.lm_head, targets)
+                self.last_losses.update({f"mtp_{k}": lk.detach() for k, lk in enumerate(mtp_losses, start=1)})
+                loss = combine_losses(loss, mtp_losses, self.config.mtp_lambda)
             aux = self.aux_loss()
             if aux is not None:
                 loss = loss + aux
         return logits, loss
+
+    def hidden(self, idx: torch.Tensor, cache: list | None = None) -> torch.Tensor:
+        """The representation the LM head reads: final-normed hidden states (B, T, C)."""
+        x = self.embed(idx)  # (B, T, C)
+        for i, block in enumerate(self.layers):
+            x = block(x, None if cache is None else cache[i])
+        return self.norm(x)
 
     def aux_loss(self) -> torch.Tensor | None:
         """Sum of the `aux_loss` tensors the submodules set in the last forward (None if there are none)."""
