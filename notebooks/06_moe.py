@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.1
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -521,6 +521,39 @@ assert final["loss-free"]["val"] < final["aux loss"]["val"] + 0.03  # no worse t
 # to them with all-to-all communication, limited to 4 nodes per token by the group limit), grouped GEMM kernels,
 # FP8 experts, and a capacity-free dispatch (no token dropping). Our parity test above checks one layer against
 # transformers; `tests/test_deepseek_v3.py` checks whole models.
+
+# %% [markdown]
+# How big is the real thing? `build_on_meta` builds our `Decoder` with DeepSeek-V3's configuration on PyTorch's
+# **meta device**: every module and shape is real, but no memory is allocated, so we can count and inspect it.
+
+# %%
+from nanoseek.interop.deepseek_v3 import build_on_meta, deepseek_v3_config
+
+v3_cfg = deepseek_v3_config()
+v3 = build_on_meta(v3_cfg)
+v3_counts = count_params(v3)
+moe_layer = v3.layers[v3_cfg.first_k_dense_replace].ffn
+print(v3.layers[v3_cfg.first_k_dense_replace])
+parts = {
+    "embedding + output head": v3.embed.weight.numel() + v3.lm_head.weight.numel(),
+    f"MLA attention ({v3_cfg.n_layer} layers)": sum(sum(p.numel() for p in b.attn.parameters()) for b in v3.layers),
+    f"dense FFN ({v3_cfg.first_k_dense_replace} layers)": sum(
+        sum(p.numel() for p in b.ffn.parameters()) for b in v3.layers[:v3_cfg.first_k_dense_replace]),
+    f"MoE ({v3_cfg.n_layer - v3_cfg.first_k_dense_replace} layers)": sum(
+        sum(p.numel() for p in b.ffn.parameters()) for b in v3.layers[v3_cfg.first_k_dense_replace:]),
+}
+for name, count in parts.items():
+    print(f"{name:>28}: {count / 1e9:7.2f} B")
+print(f"{'total':>28}: {v3_counts['total'] / 1e9:7.2f} B   (report: 671B)")
+print(f"{'active per token':>28}: {v3_counts['active'] / 1e9:7.2f} B   (report: 37B)")
+assert round(v3_counts["total"] / 1e9) == 671 and int(v3_counts["active"] / 1e9) == 37
+idle_share = 1 - v3_counts["active"] / v3_counts["total"]
+print(f"share of the parameters a given token does not use: {idle_share:.1%}")
+assert idle_share > 0.9
+
+# %% [markdown]
+# More than nine tenths of DeepSeek-V3's parameters are routed experts that a given token does not use. Our count,
+# embedding and output head included, gives 37.6B active; the report rounds it to 37B.
 
 # %% [markdown]
 # ## Summary
