@@ -100,6 +100,10 @@ def main() -> None:
         return
     rows = []
     if args.parallel or args.device == "cuda":
+        from nanoseek.data import load_stories
+
+        for split in ("train", "val"):  # generate the corpus cache once, before the runs read it in parallel
+            load_stories("en", split, scale=args.scale)
         procs = []
         for method in METHODS:
             cmd = [sys.executable, __file__, "--scale", args.scale, "--device", args.device, "--one", method]

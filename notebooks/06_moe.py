@@ -29,8 +29,8 @@
 #
 # | scale | models | runs on | time | memory |
 # | --- | --- | --- | --- | --- |
-# | `tiny` (default) | three 2-layer MoE models, 64 wide, 16 routed experts + 1 shared, top-2 (0.2M params) | 2-core laptop CPU | about 2 minutes | < 1 GB |
-# | `full` (`NANOSEEK_SCALE=full`) | three 6-layer MoE models, 384 wide, 64 routed experts + 2 shared, top-6 | one GPU (H200) | see `benchmarks/results/moe_balance_full.md` | < 10 GB |
+# | `tiny` (default) | three 2-layer MoE models, 64 wide, 16 routed experts + 1 shared, top-2 (0.25M parameters, 0.08M active) | 2-core laptop CPU | about 1.5 minutes | < 1 GB |
+# | `full` (`NANOSEEK_SCALE=full`) | three 6-layer MoE models, 384 wide (1 dense layer), 64 routed experts + 2 shared, top-6 | one GPU (H200) | see `benchmarks/results/moe_balance_full.md` (to be measured) | to be measured |
 #
 # **What you will learn**
 # - to count the total and the active parameters of dense, soft-mixture, top-k and DeepSeekMoE layers;
