@@ -305,8 +305,10 @@ print("inline sorted dispatch == package (sorted, loop and grouped dispatch agre
 
 # %% [markdown]
 # `benchmarks/moe_dispatch.py` times the three dispatches side by side (CPU ratios in
-# `benchmarks/results/moe_dispatch.md`, H200 times in `moe_dispatch_cuda.md`): on a CPU the sorted path is about
-# as fast as the masked loop, and the grouped matmul is 2–2.5x faster for forward + backward.
+# `benchmarks/results/moe_dispatch.md`, H200 times in `moe_dispatch_cuda.md`): at these small CPU sizes the sorted
+# path is about as fast as the masked loop (within ±30% from run to run), and the grouped matmul is about twice as
+# fast for forward + backward. On a GPU every masked scan is a kernel launch and a host sync of its own, so the
+# comparison can differ there: the H200 file says by how much.
 
 # %% [markdown]
 # ## The package's MoE, and parity with transformers
