@@ -541,7 +541,7 @@ print(f"{n_assign:,} routed (token, expert) pairs per layer: uniformly random ro
 
 # %% [markdown]
 # How big is the real thing? `build_on_meta` builds our `Decoder` with DeepSeek-V3's configuration on PyTorch's
-# **meta device**: every module and shape is real, but no memory is allocated, so we can count and inspect it.
+# **meta device (元设备)**: every module and shape is real, but no memory is allocated, so we can count and inspect it.
 
 # %%
 from nanoseek.interop.deepseek_v3 import build_on_meta, deepseek_v3_config
