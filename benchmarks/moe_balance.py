@@ -3,9 +3,10 @@
 The experiment of notebooks/06_moe.ipynb as a script, so its `full` scale can run on a GPU within a time limit:
 
     python3 benchmarks/moe_balance.py                          # tiny, CPU (the notebook's numbers)
-    python3 benchmarks/moe_balance.py --scale full --device cuda   # full, the three runs in parallel on one GPU
+    python3 benchmarks/moe_balance.py --scale full --device cuda   # full, the four runs in parallel on one GPU
 
-Writes benchmarks/results/moe_balance.md (tiny) or moe_balance_full.md (full): validation loss, MaxVio over
+Besides the notebook's three runs it trains DeepSeek-V3's combination (loss-free + sequence-wise aux loss,
+alpha 1e-4). Writes benchmarks/results/moe_balance.md (tiny) or moe_balance_full.md (full): validation loss, MaxVio over
 the validation batches (MaxVio_global) and over the last 20% of training batches (MaxVio_batch), beside the
 paper's 1B numbers (Wang et al., 2024: MaxVio_global 0.72 with the aux loss, 0.04 loss-free).
 The configurations below are the notebook's CFG (keep them in sync).
@@ -39,6 +40,8 @@ METHODS = {
     "no balancing": lambda c: dict(),
     "aux loss": lambda c: dict(aux_loss="switch", aux_loss_alpha=c["aux_alpha"]),
     "loss-free": lambda c: dict(bias_update_speed=c["gamma"]),
+    # DeepSeek-V3's recipe: loss-free plus a tiny complementary sequence-wise loss (alpha 0.0001 in V3)
+    "loss-free + seq aux (V3)": lambda c: dict(bias_update_speed=c["gamma"], aux_loss="seq", aux_loss_alpha=1e-4),
 }
 
 
