@@ -532,8 +532,11 @@ print(f"{n_assign:,} routed (token, expert) pairs per layer: uniformly random ro
 #
 # transformers' `DeepseekV3ForCausalLM` is the same architecture: MLA attention (chapter 5), three dense layers,
 # then 58 MoE layers with 256 routed experts (8 active, in 4 of 8 groups) and one shared expert. Loading real
-# weights takes ~700 GB in FP8/BF16 and a multi-GPU node:
-# `AutoModelForCausalLM.from_pretrained("deepseek-ai/DeepSeek-V3", torch_dtype="auto", device_map="auto")`.
+# weights takes ~700 GB in FP8 and a multi-GPU node:
+# `AutoModelForCausalLM.from_pretrained("deepseek-ai/DeepSeek-V3", dtype="auto", device_map="auto")`. Smaller
+# checkpoints of the same architecture load into our `Decoder` with one call,
+# `nanoseek.interop.deepseek_v3.load_deepseek_v3(name, device="cuda", dtype=torch.bfloat16)` (tested here on a
+# tiny random model saved to disk; `nanoseek.interop.from_hf` converts a model already in memory).
 # Production MoE adds what a notebook cannot show: **expert parallelism** (experts spread over GPUs, tokens sent
 # to them with all-to-all communication, limited to 4 nodes per token by the group limit), grouped GEMM kernels,
 # FP8 experts, and a capacity-free dispatch (no token dropping). Our parity test above checks one layer against
