@@ -64,31 +64,35 @@ def main() -> None:
     for N, C, E, K, I in shapes:
         torch.manual_seed(0)
         cfg = MoEConfig(dim=C, n_routed_experts=E, num_experts_per_tok=K, moe_intermediate_size=I, n_shared_experts=0)
-        base = MoE(cfg).to(dev, dtype)
+        with torch.device(dev):  # built where it runs: DeepSeek-V3's layer is 11B parameters
+            m = MoE(cfg).to(dtype)
+        m.gate.float()  # the router stays in float32, as in transformers
         x = torch.randn(1, N, C, device=dev, dtype=dtype)
         with torch.no_grad():
-            base.experts.dispatch = "loop"
-            ref = base(x).float()
+            m.experts.dispatch = "loop"
+            ref = m(x).float()
         fwd, fwd_bwd, notes = {}, {}, {}
         for dispatch in ["loop", "sorted", "grouped"]:
-            m = MoE(MoEConfig(**{**cfg.to_dict(), "dispatch": dispatch})).to(dev, dtype)
-            m.load_state_dict(base.state_dict())
+            m.experts.dispatch = dispatch
             try:
                 with torch.no_grad():
                     err = (m(x).float() - ref).abs().max().item() / ref.abs().max().item()
                 if err > (2e-2 if dtype == torch.bfloat16 else 1e-4):
                     raise RuntimeError(f"{dispatch} differs from loop by {err:.2e}")
-            except (RuntimeError, NotImplementedError) as errm:
+            except Exception as errm:  # noqa: BLE001 (a dispatch this torch/device lacks is a note, not a crash)
                 notes[dispatch] = str(errm).split("\n")[0][:80]
                 continue
 
-            def f(m=m):
+            def f(d=dispatch):
+                m.experts.dispatch = d
                 with torch.no_grad():
                     m(x)
 
-            def fb(m=m):
+            def fb(d=dispatch):
+                m.experts.dispatch = d
                 xx = x.detach().requires_grad_()
                 m(xx).float().square().mean().backward()
+                m.zero_grad(set_to_none=True)
 
             fwd[dispatch], fwd_bwd[dispatch] = f, fb
         t_f = race(fwd, dev, 1, iters)

@@ -106,3 +106,15 @@ def test_deepseek_v3_sizes_on_meta():
     counts = count_params(model)
     assert round(counts["total"] / 1e9) == 671, counts
     assert int(counts["active"] / 1e9) == 37, counts
+
+
+def test_load_deepseek_v3_from_a_local_folder(tmp_path):
+    from nanoseek.interop.deepseek_v3 import load_deepseek_v3
+
+    hf = _tiny_hf_causal_lm(24, seed=3)
+    hf.save_pretrained(tmp_path)
+    ours = load_deepseek_v3(str(tmp_path), device="cpu", max_seq_len=32)
+    idx = torch.randint(0, 97, (1, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(idx)[0], hf(idx).logits, atol=2e-5, rtol=1e-4)
+    assert ours.config.max_seq_len == 32

@@ -339,3 +339,15 @@ def test_expert_load_counts_every_token_of_every_layer():
     assert model.training and model.layers[1].ffn.load_accum.sum() == 0  # eval passes do not feed the bias
     with pytest.raises(ValueError, match="no MoE layer"):
         expert_load(torch.nn.Linear(2, 2), batches)
+
+
+def test_router_and_load_counts_survive_a_bf16_cast():
+    m = MoE(MoEConfig(**TINY)).to(torch.bfloat16).train()
+    assert m.gate.weight.dtype == torch.float32 and m.gate.e_score_correction_bias.dtype == torch.float32
+    assert m.experts.gate_up_proj.dtype == torch.bfloat16
+    for _ in range(200):  # 200 * 10 * 3 = 6000 assignments: far past bf16's exact integers (256)
+        with torch.no_grad():
+            m(torch.randn(1, 10, 32, dtype=torch.bfloat16))
+    assert m.load_accum.dtype == torch.long and m.load_accum.sum().item() == 6000
+    update_router_bias(m, gamma=1e-4)
+    assert m.gate.e_score_correction_bias.abs().max().item() == pytest.approx(1e-4)

@@ -249,3 +249,29 @@ def build_on_meta(cfg=None):
             return Decoder(cfg if cfg is not None else deepseek_v3_config())
     finally:
         mla_module.rope_cos_sin = tables
+
+
+def load_deepseek_v3(name: str, device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                     max_seq_len: int | None = 4096, mla_mode: str = "naive", with_tokenizer: bool = False):
+    """Load a DeepSeek-V3-architecture checkpoint (transformers ``model_type == "deepseek_v3"``, BF16/FP32
+    weights) by hub name or local `save_pretrained` folder into our Decoder (MLA + DeepSeekMoE).
+
+    DeepSeek-V3 itself (671B, FP8) needs a multi-GPU node; smaller checkpoints of the same architecture load on
+    one large GPU: ``model = load_deepseek_v3(name, device="cuda", dtype=torch.bfloat16)``. The transformers
+    model is built first and freed after the copy, so peak memory is twice the weights. ``max_seq_len`` caps
+    the RoPE tables and caches. Returns the Decoder, or (Decoder, tokenizer) with ``with_tokenizer``.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from nanoseek.env import device as best_device
+
+    hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, attn_implementation="eager")
+    if getattr(hf.config, "model_type", None) != "deepseek_v3":
+        raise ValueError(f"{name!r} is a {hf.config.model_type!r} model, not deepseek_v3")
+    model = from_hf(hf, max_seq_len=max_seq_len, mla_mode=mla_mode).to(device or best_device()).eval()
+    del hf
+    if not with_tokenizer:
+        return model
+    from transformers import AutoTokenizer
+
+    return model, AutoTokenizer.from_pretrained(name)

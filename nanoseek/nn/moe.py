@@ -175,6 +175,16 @@ class Router(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # nn.Linear's default
         self.register_buffer("e_score_correction_bias", torch.zeros(cfg.n_routed_experts))
 
+    def _apply(self, fn, recurse=True):
+        """Moves follow the model, but dtype casts do not: the router stays float32 (as transformers keeps it),
+        so that small bias steps are not rounded away in bf16."""
+        super()._apply(fn, recurse)
+        if self.weight.is_floating_point() and self.weight.dtype != torch.float32:
+            self.weight.data = self.weight.data.float()
+        if self.e_score_correction_bias.dtype != torch.float32:
+            self.e_score_correction_bias = self.e_score_correction_bias.float()
+        return self
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # x (N, C)
         c = self.cfg
         logits = F.linear(x.float(), self.weight.float())  # (N, E)
@@ -333,7 +343,8 @@ class MoE(nn.Module):
         self.shared_experts = (
             SwiGLU(cfg.dim, cfg.n_shared_experts * cfg.moe_intermediate_size) if cfg.n_shared_experts else None
         )
-        self.register_buffer("load_accum", torch.zeros(cfg.n_routed_experts), persistent=False)
+        # int64: token counts must stay exact when the model is cast to bf16 (integer buffers are never cast)
+        self.register_buffer("load_accum", torch.zeros(cfg.n_routed_experts, dtype=torch.long), persistent=False)
         self.aux_loss: torch.Tensor | None = None
         self.last_counts: torch.Tensor | None = None
 
@@ -349,7 +360,7 @@ class MoE(nn.Module):
         counts = torch.bincount(indices.reshape(-1), minlength=self.cfg.n_routed_experts)  # (E,)
         self.last_counts = counts.detach()
         if self.training:
-            self.load_accum += counts.to(self.load_accum.dtype)
+            self.load_accum += counts
         self.aux_loss = None
         if self.training and self.cfg.aux_loss != "none" and self.cfg.aux_loss_alpha > 0:
             self.aux_loss = self.cfg.aux_loss_alpha * load_balance_loss(
