@@ -1,0 +1,6 @@
+"""Data: minids loaders, batching, chat formatting with loss masks."""
+from nanoseek.data.batching import window_batcher
+from nanoseek.data.chars import CharVocab
+from nanoseek.data.stories import load_stories
+
+__all__ = ["window_batcher", "CharVocab", "load_stories"]
