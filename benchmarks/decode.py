@@ -153,6 +153,12 @@ def main() -> None:
     for B, fl, step_ms in floors:
         body.append(f"| {B} | {fl:.2f} | " + " | ".join(f"{step_ms[n]:.2f}" for n in names) +
                     f" | {step_ms['transformers'] / fl:.2f}x |")
+    for B, fl, step_ms in floors:
+        over = {n: step_ms[n] - fl for n in names}
+        body.append("")
+        body.append(f"Batch {B}: above the floor, transformers spends {over['transformers']:.2f} ms per step and "
+                    + ", ".join(f"{n} {over[n]:.2f} ms" for n in variants)
+                    + f"; a 2x ratio would need at most {(step_ms['transformers'] / 2 - fl):.2f} ms above the floor.")
     best = variants[-1]
     worst = min(tps[best] / tps["transformers"] for _, tps, _, _ in rows)
     body += ["", f"Goal: at least {goal:g}x transformers at `{scale}`; worst ratio of `{best}` measured "

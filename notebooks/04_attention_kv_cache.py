@@ -28,8 +28,8 @@
 #
 # | scale | models | runs on | time | memory |
 # | --- | --- | --- | --- | --- |
-# | `tiny` (default) | three 2-layer, 128-wide decoders (0.4M parameters), 300 steps each | 2-core laptop CPU | about 2 minutes (3.5 minutes measured on a busy, shared 2-core machine) | < 1 GB |
-# | `full` (`NANOSEEK_SCALE=full`) | three 6-layer, 384-wide decoders (8M parameters), 3,000 steps each | one GPU (T4 / H200) | about 10 minutes on a T4 (not measured on the H200) | < 4 GB |
+# | `tiny` (default) | three 2-layer, 128-wide decoders (0.4M parameters), 300 steps each | 2-core laptop CPU | 101 s measured (one torch thread; 3.5 min when the machine was shared with many jobs) | < 1 GB |
+# | `full` (`NANOSEEK_SCALE=full`) | three 6-layer, 384-wide decoders (8M parameters), 3,000 steps each | one GPU (T4 / H200) | not measured yet | < 4 GB |
 #
 # **What you will learn**
 # - why generating text is limited by memory traffic rather than arithmetic, measured;
@@ -124,7 +124,7 @@ fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
 ax[0].plot(batches, [t * 1e3 for t in per_call], "o-")
 ax[0].set(xscale="log", xlabel="tokens in the batch B", ylabel="ms per matmul", title="time per step")
 ax[1].plot(batches, [B / t / 1e3 for B, t in zip(batches, per_call)], "o-")
-ax[1].set(xscale="log", yscale="log", xlabel="tokens in the batch B", ylabel="thousand tokens/s",
+ax[1].set(xscale="log", xlabel="tokens in the batch B", ylabel="thousand tokens/s", ylim=(0, None),
           title="throughput")
 plt.tight_layout()
 plt.show()
