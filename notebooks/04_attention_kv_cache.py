@@ -447,10 +447,21 @@ def decoder_config(n_kv_head: int) -> DecoderConfig:
 train_config = TrainConfig(max_steps=CFG["max_steps"], lr=CFG["lr"], warmup_steps=CFG["warmup_steps"],
                            eval_every=CFG["eval_every"], eval_batches=CFG["eval_batches"], seed=1337)
 models, results = {}, {}
-for name, n_kv in CFG["kv_heads"].items():
+
+
+def train_variant(name: str) -> None:
     torch.manual_seed(0)
-    models[name] = Decoder(decoder_config(n_kv))
+    models[name] = Decoder(decoder_config(CFG["kv_heads"][name]))
     results[name] = train(models[name], get_batch, train_config)
+
+
+train_variant("MHA")
+
+# %%
+train_variant("GQA")
+
+# %%
+train_variant("MQA")
 
 # %%
 print("| attention | n_kv_head | parameters | KV cache per token (fp32) | val loss (nats/char) |")
@@ -508,7 +519,9 @@ starts = {"mean-pooled": mha_to_gqa(models["MHA"], n_kv_gqa, "mean"),
           "random init": Decoder(decoder_config(n_kv_gqa))}
 uptrain_config = TrainConfig(max_steps=CFG["uptrain_steps"], lr=CFG["lr"], warmup_steps=5,
                              eval_every=CFG["uptrain_steps"], eval_batches=CFG["eval_batches"], seed=4242)
-uptrained = {name: train(m, get_batch, uptrain_config) for name, m in starts.items()}
+uptrained = {}
+for name, m in starts.items():
+    uptrained[name] = train(m, get_batch, uptrain_config)
 
 # %%
 U = CFG["uptrain_steps"]
