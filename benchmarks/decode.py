@@ -113,9 +113,13 @@ def main() -> None:
         def floor():
             for m in linears:
                 m(xs[m.in_features])
+        def floor50():
+            for _ in range(50):
+                floor()
         with torch.no_grad():
             floor()
-            floor_s = min(_time(floor, device)[1 if device.type == "cpu" else 0] for _ in range(20))
+            floor_s = statistics.median(_time(floor50, device)[1 if device.type == "cpu" else 0]
+                                        for _ in range(5)) / 50
         step_ms = {n: 1e3 * statistics.median(cpu[n] if device.type == "cpu" else wall[n]) / new_tokens
                    for n in names}
         rows.append((B, tps, cpu_ratio, same))
