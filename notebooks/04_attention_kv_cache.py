@@ -484,12 +484,14 @@ print(f"MQA - MHA: {losses['MQA'] - losses['MHA']:+.3f} nats/char for a "
       f"{CFG['kv_heads']['MHA'] // CFG['kv_heads']['MQA']}x smaller cache; "
       f"GQA - MHA: {losses['GQA'] - losses['MHA']:+.3f} for {CFG['kv_heads']['MHA'] // CFG['kv_heads']['GQA']}x")
 assert losses["MHA"] < losses["MQA"]
+fewer = {name: 1 - models[name].num_params() / models["MHA"].num_params() for name in ("GQA", "MQA")}
+print(f"parameters removed by the smaller key/value projections: GQA {fewer['GQA']:.0%}, MQA {fewer['MQA']:.0%}")
 
 # %% [markdown]
 # The order is the one the GQA paper reports at T5-XXL scale: MHA best, GQA close behind, MQA last
 # {cite}`ainslie2023gqa`. At our size the gaps are larger than the paper's, and part of them is parameters:
-# the smaller key/value projections remove about 12% (GQA) and 14% (MQA) of these tiny models' weights, a far
-# larger share than in a model whose feed-forward dominates.
+# the smaller key/value projections remove the share of these small models' weights printed above, far more
+# than in a large model whose feed-forward dominates.
 #
 # ## Uptraining: from MHA to GQA
 # A model already trained with MHA need not be retrained from scratch. Ainslie et al. convert it by
