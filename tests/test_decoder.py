@@ -152,3 +152,15 @@ def test_bf16_forward_with_cache():
     assert cache[0].k.dtype == torch.bfloat16 and cache[0].max_len == 24
     logits, _ = model(torch.randint(0, 97, (1, 5)), cache=cache)
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+
+
+def test_checkpoint_round_trip_with_tied_embeddings(tmp_path):
+    from nanoseek.checkpoint import load_pretrained, save_pretrained
+
+    model = Decoder(DecoderConfig(**{**TINY, "tie_embeddings": True, "qkv_bias": True}))
+    _randomize(model, 5)
+    save_pretrained(model, tmp_path)
+    back = load_pretrained(tmp_path, Decoder)
+    assert back.config == model.config and back.lm_head.weight is back.embed.weight
+    idx = torch.randint(0, 97, (2, 9))
+    torch.testing.assert_close(back(idx)[0], model(idx)[0])

@@ -143,3 +143,20 @@ def test_static_steps_equal_dynamic_cache(n_kv):
     s2 = generate(model, idx, 16, temperature=0.9, top_k=10, generator=torch.Generator().manual_seed(3),
                   cuda_graph=True)
     assert torch.equal(s1, s2)
+
+
+def test_chapter1_gpt_recomputes_cropped_to_block_size():
+    """The real chapter-1 GPT has no new_cache: generate recomputes, cropped to block_size, and greedy
+    decoding equals a hand-written loop."""
+    from nanoseek.models.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    gpt = GPT(GPTConfig(block_size=8, vocab_size=29, n_layer=1, n_head=2, n_embd=16)).eval()
+    idx = torch.randint(0, 29, (2, 3), generator=torch.Generator().manual_seed(1))
+    out = generate(gpt, idx, 12, temperature=0)
+    want = idx
+    with torch.no_grad():
+        for _ in range(12):
+            logits, _ = gpt(want[:, -8:])
+            want = torch.cat([want, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(out, want)
