@@ -25,8 +25,10 @@ book: setup
 
 ## Every test: package unit and parity tests, exercises, notebook structure, the book build, and every
 ## notebook re-run under nbval. One pytest run, so its summary is the last thing printed.
+# One torch thread per pytest worker: JOBS workers on JOBS cores. Oversubscribed OpenMP threads spin and made
+# training steps up to 10x slower on 2-core machines.
 test: setup
-	NANOSEEK_SCALE=tiny $(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax -p no:cacheprovider \
+	NANOSEEK_SCALE=tiny OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax -p no:cacheprovider \
 		tests notebooks
 
 ## Re-run notebooks in place at tiny scale (all, or NB=notebooks/01_nanogpt.py) and store their outputs.

@@ -242,7 +242,8 @@ def train(
             run_eval(done)
             t0 = time.perf_counter()
         if cfg.progress:
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{result.val_loss[-1]:.3f}", lr=f"{lr:.1e}")
+            # refresh=False: one redraw per step would flood a notebook's output channel (nbval drops messages)
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{result.val_loss[-1]:.3f}", lr=f"{lr:.1e}", refresh=False)
         if ckpt_dir is not None and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.max_steps):
             result.seconds += time.perf_counter() - t0
             checkpoint(done)
