@@ -39,6 +39,7 @@ class Entry:
 
 ENTRIES: tuple[Entry, ...] = (
     Entry("stories", "minids.stories", 1337),
+    Entry("instructions", "minids.instructions", 1337),
 )
 
 

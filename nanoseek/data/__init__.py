@@ -1,2 +1,3 @@
 """Data loaders: minids corpora, batching, chat formatting with loss masks."""
 from nanoseek.data.stories import load_stories
+from nanoseek.data.instructions import load_instructions
