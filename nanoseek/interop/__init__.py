@@ -1,0 +1,1 @@
+"""Interoperability with transformers: state-dict mappings and export of our models and tokenizers."""
