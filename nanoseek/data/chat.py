@@ -130,7 +130,8 @@ def to_xy(ids: Sequence[int], mask: Sequence[bool] | None, block_size: int, pad_
 
 def sft_batcher(tokenizer: ChatTokenizer, train_rows: list[dict], val_rows: list[dict], block_size: int,
                 batch_size: int, masked: bool = True) -> tuple[Callable[[str, torch.Generator], tuple], dict]:
-    """get_batch(split, generator) -> (x, y) of (batch_size, block_size) for `nanoseek.train.train`.
+    """get_batch(split, generator) -> (x, y) of (batch_size, T) for `nanoseek.train.train`, where T <= block_size
+    is the longest row of the batch (rows are right-padded; targets of padding are -100).
 
     Rows are dicts with "messages"; rows longer than the context are left out (counted in the returned
     info). `masked=False` trains on every token (the baseline the chapter compares against).
@@ -140,7 +141,7 @@ def sft_batcher(tokenizer: ChatTokenizer, train_rows: list[dict], val_rows: list
     pad = tokenizer.special_id(END)
     data, info = {}, {}
     for split, rows in (("train", train_rows), ("val", val_rows)):
-        xs, ys, dropped = [], [], 0
+        xs, ys, lens, dropped = [], [], [], 0
         for i, row in enumerate(rows):
             if not isinstance(row, dict) or "messages" not in row:
                 raise ValueError(f"{split} row {i}: must be a dict with 'messages', got {row!r:.80}")
@@ -151,17 +152,19 @@ def sft_batcher(tokenizer: ChatTokenizer, train_rows: list[dict], val_rows: list
             x, y = to_xy(ids, mask if masked else None, block_size, pad)
             xs.append(x)
             ys.append(y)
+            lens.append(len(ids) - 1)
         if not xs:
             raise ValueError(f"no {split} row fits block_size={block_size}")
-        data[split] = (torch.stack(xs), torch.stack(ys))
+        data[split] = (torch.stack(xs), torch.stack(ys), torch.tensor(lens))
         info[split] = {"rows": len(xs), "dropped_too_long": dropped}
 
     def get_batch(split: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         if split not in data:
             raise ValueError(f"split={split!r} is not one of {sorted(data)}")
-        x, y = data[split]
+        x, y, lens = data[split]
         pick = torch.randint(len(x), (batch_size,), generator=generator)
-        return x[pick], y[pick]
+        T = int(lens[pick].max())  # cut the padding every row of this batch has: less compute, same loss
+        return x[pick, :T], y[pick, :T]
 
     return get_batch, info
 
