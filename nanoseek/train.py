@@ -1,0 +1,253 @@
+"""The one training loop every chapter uses. (Chapter 1.)
+
+AdamW with decoupled weight decay on matrices only, linear warmup then cosine decay, gradient clipping,
+periodic evaluation on fixed validation batches, a `tqdm.auto` progress bar with the loss on it, atomic
+safetensors checkpoints, and resume that continues a run exactly.
+
+Exact resume rests on one rule: all randomness of step `s` is drawn from generators seeded by
+(`seed`, `s`): the batch (`get_batch(split, generator)`) and dropout (`torch.manual_seed`). A resumed run
+therefore replays the same steps as an uninterrupted one, given the same weights and optimizer state.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from nanoseek.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from nanoseek.env import device as default_device
+
+Batch = tuple[torch.Tensor, ...]
+GetBatch = Callable[[str, torch.Generator], Batch]
+LossFn = Callable[[nn.Module, Batch], "torch.Tensor | tuple[torch.Tensor, dict[str, float]]"]
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    lr: float = 1e-3
+    min_lr: float | None = None  # end of the cosine; default lr / 10
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_every: int = 100
+    eval_batches: int = 20
+    ckpt_every: int = 0  # 0: only a final checkpoint (when ckpt_dir is given)
+    seed: int = 1337
+    device: str | None = None  # None: nanoseek.device()
+    progress: bool = True
+
+    def __post_init__(self):
+        positive = ("max_steps", "eval_every", "eval_batches")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {name}={getattr(self, name)!r}")
+        for name in ("warmup_steps", "weight_decay", "grad_clip", "ckpt_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {name}={getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got lr={self.lr!r}")
+        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
+            raise ValueError(f"TrainConfig.min_lr must be in [0, lr], got min_lr={self.min_lr!r}")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to `lr` over `warmup_steps`, then cosine decay to `min_lr` at `max_steps`."""
+    min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))) * (cfg.lr - min_lr)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices and embeddings (dim >= 2), none on biases and norm gains."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator that draws step `step`'s batch: a pure function of (seed, step)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def default_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+    x, y = batch[0], batch[1]
+    _, loss = model(x, y)
+    return loss
+
+
+def _split_loss(out) -> tuple[torch.Tensor, dict[str, float]]:
+    if isinstance(out, tuple):
+        return out[0], dict(out[1])
+    return out, {}
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    get_batch: GetBatch,
+    n_batches: int = 20,
+    *,
+    split: str = "val",
+    seed: int = 0,
+    loss_fn: LossFn = default_loss,
+    device: torch.device | str | None = None,
+) -> float:
+    """Mean loss over `n_batches` fixed batches (the same batches every call, so evaluations compare)."""
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    for i in range(n_batches):
+        batch = tuple(t.to(dev) for t in get_batch(split, step_generator(seed + 7919, i)))
+        total += _split_loss(loss_fn(model, batch))[0].item()
+    model.train(was_training)
+    return total / n_batches
+
+
+@dataclass
+class TrainResult:
+    """What a run measured; `train` returns it and stores it in every checkpoint."""
+
+    steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    grad_norm: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    tokens: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else float("nan")
+
+    @property
+    def final_val_loss(self) -> float:
+        return self.val_loss[-1]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainResult":
+        return cls(**d)
+
+    def plot(self, ax=None, label: str = "", smooth: int = 10):
+        """Train loss (smoothed) and validation loss against steps."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.gca()
+        k = max(1, min(smooth, len(self.train_loss)))
+        kernel = torch.ones(k) / k
+        smoothed = torch.conv1d(torch.tensor(self.train_loss)[None, None], kernel[None, None]).flatten()
+        ax.plot(self.steps[k - 1 :], smoothed.tolist(), alpha=0.6, label=f"{label} train".strip())
+        ax.plot(self.eval_steps, self.val_loss, "o-", label=f"{label} val".strip())
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss (nats/token)")
+        ax.legend()
+        return ax
+
+
+def train(
+    model: nn.Module,
+    get_batch: GetBatch,
+    cfg: TrainConfig,
+    *,
+    loss_fn: LossFn = default_loss,
+    on_step: Callable[[int, nn.Module, dict[str, float]], None] | None = None,
+    ckpt_dir: str | Path | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train `model` for `cfg.max_steps` steps; return what was measured.
+
+    get_batch(split, generator) -> batch of CPU tensors, all randomness from `generator`.
+    loss_fn(model, batch) -> loss or (loss, metrics); metrics are recorded per step.
+    on_step(step, model, metrics) runs after each optimizer step (e.g. MoE bias updates).
+    With `ckpt_dir`, checkpoints are written every `cfg.ckpt_every` steps and at the end; with
+    `resume=True` the run continues from the latest checkpoint there, exactly.
+    """
+    dev = torch.device(cfg.device) if cfg.device else default_device()
+    model.to(dev)
+    optimizer = make_optimizer(model, cfg)
+    result, start = TrainResult(), 0
+    if resume:
+        if ckpt_dir is None:
+            raise ValueError("resume=True needs a ckpt_dir to resume from")
+        if latest_checkpoint(ckpt_dir) is not None:
+            state = load_checkpoint(ckpt_dir, model, optimizer)
+            start = state["step"]
+            result = TrainResult.from_dict(state["extra"]["result"])
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(
+            ckpt_dir, model, step=step, optimizer=optimizer,
+            config=getattr(model, "config", None),
+            extra={"result": result.to_dict(), "train_config": asdict(cfg)},
+        )
+
+    def run_eval(step: int) -> None:
+        result.eval_steps.append(step)
+        result.val_loss.append(evaluate(model, get_batch, cfg.eval_batches, seed=cfg.seed, loss_fn=loss_fn))
+
+    if start == 0:
+        run_eval(0)
+    model.train()
+    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, disable=not cfg.progress,
+               desc="train", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for step in bar:
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = tuple(t.to(dev) for t in get_batch("train", step_generator(cfg.seed, step)))
+        torch.manual_seed(cfg.seed + step)  # dropout and any sampling inside the model
+        loss, metrics = _split_loss(loss_fn(model, batch))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip).item()
+        else:
+            norm = float("nan")
+        optimizer.step()
+        if on_step is not None:
+            on_step(step, model, metrics)
+
+        result.steps.append(step + 1)
+        result.train_loss.append(loss.item())
+        result.lr.append(lr)
+        result.grad_norm.append(norm)
+        for key, value in metrics.items():
+            result.metrics.setdefault(key, []).append(float(value))
+        result.tokens += batch[0].numel()
+        done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.max_steps:
+            result.seconds += time.perf_counter() - t0
+            run_eval(done)
+            t0 = time.perf_counter()
+        if cfg.progress:
+            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{result.val_loss[-1]:.3f}", lr=f"{lr:.1e}")
+        if ckpt_dir is not None and ((cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.max_steps):
+            result.seconds += time.perf_counter() - t0
+            checkpoint(done)
+            t0 = time.perf_counter()
+    result.seconds += time.perf_counter() - t0
+    bar.close()
+    model.eval()
+    return result
