@@ -122,4 +122,8 @@ def export_gpt2(model: nn.Module, tokenizer, directory: str | os.PathLike) -> Pa
     return directory
 
 
-__all__ = ["gpt2_config", "to_gpt2_state_dict", "to_gpt2", "from_gpt2", "export_gpt2"]
+# the names `nanoseek.interop.from_hf` / `to_hf` dispatch to
+from_hf = from_gpt2
+to_hf = to_gpt2
+
+__all__ = ["gpt2_config", "to_gpt2_state_dict", "to_gpt2", "from_gpt2", "export_gpt2", "from_hf", "to_hf"]
