@@ -64,9 +64,53 @@ def chat_reply(model: nn.Module, tokenizer: ChatTokenizer, messages: list[dict],
     return {**parse_reply(tokenizer, out), "new_ids": out, "prompt_len": len(prompt)}
 
 
+@torch.no_grad()
+def greedy_batch(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos_id: int) -> list[list[int]]:
+    """Greedy continuations of prompts of different lengths, in one batch; returns each row's new ids.
+
+    Rows are right-padded in one (B, T) buffer. A causal model's logits at position t depend only on tokens
+    <= t, so the padding to the right of a row never changes its next token: each step runs the whole buffer
+    and reads row b's logits at its own last position. Same tokens as `nanoseek.generate.generate` one row at a
+    time (up to float rounding of batched matmuls). A row stops at `eos_id` (kept in its ids) or when its
+    prompt plus new tokens fill the context.
+    """
+    from nanoseek.generate import context_length
+
+    if not prompts or any(len(p) < 1 for p in prompts):
+        raise ValueError("greedy_batch needs at least one prompt, each of at least one token")
+    ctx = context_length(model) or max(len(p) for p in prompts) + max_new_tokens
+    if max(len(p) for p in prompts) >= ctx:
+        raise ValueError(f"a prompt of {max(len(p) for p in prompts)} tokens leaves no room in the context {ctx}")
+    was_training = model.training
+    model.eval()
+    try:
+        dev = next(model.parameters()).device
+        B = len(prompts)
+        lens = torch.tensor([len(p) for p in prompts], device=dev)                     # (B,)
+        T = min(ctx, int(lens.max()) + max_new_tokens)
+        buf = torch.full((B, T), eos_id, dtype=torch.long, device=dev)                 # (B, T)
+        for b, p in enumerate(prompts):
+            buf[b, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+        limit = torch.clamp(lens + max_new_tokens, max=T)                              # (B,) end of each row
+        done = lens >= limit
+        rows = torch.arange(B, device=dev)
+        while not bool(done.all()):
+            width = int(lens[~done].max())                                             # longest unfinished row
+            logits, _ = model(buf[:, :width])                                          # (B, width, V)
+            nxt = logits[rows, (lens - 1).clamp(max=width - 1)].argmax(-1)             # (B,)
+            active = ~done
+            buf[rows[active], lens[active]] = nxt[active]
+            lens = torch.where(active, lens + 1, lens)
+            done = done | (active & (nxt == eos_id)) | (lens >= limit)
+        return [buf[b, len(p): int(lens[b])].tolist() for b, p in enumerate(prompts)]
+    finally:
+        model.train(was_training)
+
+
 def evaluate_chat(model: nn.Module, tokenizer: ChatTokenizer, rows: Sequence[dict], max_new_tokens: int = 48,
-                  progress: bool = False) -> dict:
-    """Template share, EOT share and answer accuracy of greedy replies to `rows` (user turn → reply).
+                  progress: bool = False, batch_size: int = 64) -> dict:
+    """Template share, EOT share and answer accuracy of greedy replies to `rows` (user turn → reply), generated
+    `batch_size` rows at a time with `greedy_batch`.
 
     Returns {"template": float, "eot": float, "accuracy": float, "contains": float, "n": int, "n_checkable": int,
     "by_task": {task: accuracy}, "replies": [per-row dicts]}.
@@ -75,12 +119,19 @@ def evaluate_chat(model: nn.Module, tokenizer: ChatTokenizer, rows: Sequence[dic
 
     if not rows:
         raise ValueError("evaluate_chat needs at least one row")
-    records = []
-    for row in tqdm(rows, desc="chat eval", disable=not progress):
+    prompts = []
+    for row in rows:
         prompt = [m for m in row["messages"] if m["role"] != "assistant"] or row["messages"][:1]
         if prompt[-1]["role"] != "user":
             raise ValueError(f"row {row.get('id')!r}: the prompt must end with a user message")
-        rep = chat_reply(model, tokenizer, prompt, max_new_tokens)
+        prompts.append(encode_prompt(tokenizer, prompt, where=f"row {row.get('id')!r}"))
+    end = tokenizer.special_id("<|end|>")
+    replies: list[list[int]] = []
+    for i in tqdm(range(0, len(prompts), batch_size), desc="chat eval", disable=not progress):
+        replies += greedy_batch(model, prompts[i: i + batch_size], max_new_tokens, end)
+    records = []
+    for row, new_ids in zip(rows, replies):
+        rep = parse_reply(tokenizer, new_ids)
         contains = reply_correct(row, rep["text"])
         records.append({"id": row.get("id"), "task": row.get("task"), "reply": rep["text"],
                         "ended": rep["ended"], "follows_template": rep["follows_template"], "contains": contains,
@@ -100,4 +151,4 @@ def evaluate_chat(model: nn.Module, tokenizer: ChatTokenizer, rows: Sequence[dic
     }
 
 
-__all__ = ["story_tokens", "reply_correct", "chat_reply", "evaluate_chat"]
+__all__ = ["story_tokens", "reply_correct", "chat_reply", "greedy_batch", "evaluate_chat"]

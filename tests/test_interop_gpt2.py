@@ -71,3 +71,13 @@ def test_export_loads_with_auto_classes_and_generates_the_same_tokens(tok, tmp_p
 def test_export_refuses_a_model_smaller_than_the_vocab(tok, tmp_path):
     with pytest.raises(ValueError, match="vocab_size=100"):
         export_gpt2(_random_gpt(False, vocab=100), tok, tmp_path)
+
+
+def test_interop_dispatch_knows_gpt2():
+    from nanoseek.interop import from_hf, to_hf
+
+    model = _random_gpt(True)
+    hf = to_hf(model)
+    assert type(hf).__name__ == "GPT2LMHeadModel"
+    x = torch.randint(0, 300, (1, 12))
+    torch.testing.assert_close(from_hf(hf)(x)[0], model(x)[0], atol=1e-5, rtol=1e-5)
