@@ -45,16 +45,16 @@ def split_stories(text: str) -> list[str]:
 def minids_path(entry: str, fname: str, scale: str) -> Path:
     """The file `fname` of the minids generator `entry` at `scale`, generating it into the cache if needed.
 
-    tiny: the committed `minids/tiny/<fname>` when this is a clone; otherwise (and at full scale) the
-    generator writes all of its files once into `<cache>/minids/<scale>/`.
+    tiny: the committed `minids/tiny/<fname>` next to the generators when present; otherwise (and at full
+    scale) the generator writes all of its files once into `<cache>/minids/<scale>/` (same bytes: seeded).
     """
     if scale not in SCALES:
         raise ValueError(f"scale={scale!r} is not one of {SCALES}")
+    build = _minids("build")
     if scale == "tiny":
-        committed = _REPO / "minids" / "tiny" / fname
+        committed = build.HERE / "tiny" / fname  # the committed files, next to the generators
         if committed.exists():
             return committed
-    build = _minids("build")
     out = build.cache_dir() / "minids" / scale
     if not (out / fname).exists():
         build.build(scale, out, (build.get_entry(entry),))
