@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.1
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -27,8 +27,8 @@
 #
 # | scale | model | data | runs on | time | memory |
 # | --- | --- | --- | --- | --- | --- |
-# | `tiny` (default) | 4 layers, 128 wide, 2,048 BPE tokens (0.8M parameters) | English stories, 1,500 chat rows | 2-core laptop CPU | about 2 minutes | < 1 GB |
-# | `full` (`NANOSEEK_SCALE=full`) | 6 layers, 384 wide, 4,096 BPE tokens (12M parameters) | English + Chinese, 50 MB a language, 120,000 chat rows | one GPU (H200) | see `benchmarks/results/sft.md` | < 8 GB |
+# | `tiny` (default) | 4 layers, 128 wide, BPE vocabulary of 1,381 (1.0M parameters) | English stories (1 MB), 1,500 chat rows | 2-core laptop CPU | about 2 minutes | < 1 GB |
+# | `full` (`NANOSEEK_SCALE=full`) | 6 layers, 384 wide, 4,096 BPE tokens (12M parameters) | English + Chinese, 50 MB a language, 120,000 chat rows | one GPU (H200) | see `benchmarks/results/sft_full.md` | < 8 GB |
 #
 # **What you will learn**
 # - to turn a story corpus into a pretraining token stream with document separators, and pretrain on it;
@@ -66,8 +66,8 @@ print("nanoseek", nanoseek.__version__, "| torch", torch.__version__, "| device:
 # %%
 CFG = pick(
     tiny=dict(langs="en", vocab_size=2048, tokenizer_chars=2_000_000, n_layer=4, n_head=4, n_embd=128, block_size=160,
-              pretrain_block=128, pretrain_steps=200, pretrain_batch=16, pretrain_lr=3e-3,
-              sft_steps=100, sft_batch=16, sft_lr=1e-3, eval_rows=40, max_new_tokens=40),
+              pretrain_block=128, pretrain_steps=180, pretrain_batch=16, pretrain_lr=3e-3,
+              sft_steps=200, sft_batch=8, sft_lr=2e-3, eval_rows=32, max_new_tokens=32),
     full=dict(langs="both", vocab_size=4096, tokenizer_chars=20_000_000, n_layer=6, n_head=6, n_embd=384, block_size=256,
               pretrain_block=256, pretrain_steps=3000, pretrain_batch=64, pretrain_lr=1e-3,
               sft_steps=1500, sft_batch=64, sft_lr=3e-4, eval_rows=300, max_new_tokens=48),
@@ -79,7 +79,8 @@ CFG
 # %% [markdown]
 # ## Tokens for pretraining
 # Chapter 2 built a byte-level BPE tokenizer. Here we train one on the stories with five **special tokens
-# (特殊词元)** reserved from the start: `<|endoftext|>` separates documents, and the chat roles
+# (特殊词元)** reserved from the start (we ask for 2,048 tokens at `tiny`; the English stories' words are all
+# merged well before that, so the trainer stops earlier and the model takes its size from `tok.vocab_size`): `<|endoftext|>` separates documents, and the chat roles
 # `<|system|>`, `<|user|>`, `<|assistant|>` and the **end-of-turn token (轮次结束词元, EOT)** `<|end|>` will frame
 # conversations. Special tokens are never split or merged, and text that merely *spells* one stays plain
 # bytes, so a user cannot forge a role.
@@ -343,18 +344,46 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# SFT turned a story writer into something that answers and stops. The asserts below hold at `tiny` scale with
-# margin on any CPU (the run is deterministic):
+# SFT turned a story writer into something that answers in the template and stops. The asserts below hold at
+# `tiny` scale with margin on any CPU (the run is deterministic):
 
 # %%
 sft = after["masked"]
 assert before["template"] <= 0.1 and before["eot"] <= 0.1, "the pretrained model should not know the template"
 assert sft["template"] >= before["template"] + 0.6, sft["template"]
 assert sft["eot"] >= before["eot"] + 0.6, sft["eot"]
-assert sft["accuracy"] >= before["accuracy"] + 0.2, sft["accuracy"]
-assert answer_loss["masked"] < answer_loss["pretrained"]
-for row, rec in list(zip(eval_rows, sft["replies"]))[:4]:
-    print(f"Q: {row['messages'][0]['content'].splitlines()[-1]}\nA: {rec['reply']}   (correct: {rec['correct']})\n")
+assert answer_loss["masked"] < answer_loss["pretrained"] - 3.0, answer_loss
+assert sft["accuracy"] >= before["accuracy"], (sft["accuracy"], before["accuracy"])
+for row, rec in list(zip(eval_rows, sft["replies"]))[:6]:
+    print(f"Q: {row['messages'][0]['content'].splitlines()[-1]}\nA: {rec['reply']}   (expected {row['answer']!r}, "
+          f"correct: {rec['correct']})\n")
+
+# %% [markdown]
+# Look at the answers: they have the right *form* ("The story is about ...", "... friend is ...") and a
+# plausible name, but at `tiny` scale mostly not the name *in the story*. Answer accuracy barely moves. Is
+# that SFT's fault? Answering needs the model to **copy** a name from its context, and SFT can only teach a
+# skill the pretrained model half has. We test the pretrained model on its home ground, plain story text: a
+# story introduces a character, and we check whether the model's next mention of a character uses that name.
+
+# %%
+names = ["Lucy", "Oscar", "Hannah", "Max", "Ruby", "Finn", "Grace", "Leo"]
+copied = 0
+for name in names:
+    text = f"Once upon a time, there was a kind {'girl' if name in ('Lucy', 'Hannah', 'Ruby', 'Grace') else 'boy'} named {name}. One day,"
+    ids = [tok.special_id("<|endoftext|>")] + tok.encode(text)
+    cont = tok.decode(generate(base, torch.tensor([ids]), 12, temperature=0.0)[0, len(ids):].tolist())
+    copied += name in cont
+    print(f"{name:>7} -> {cont!r}")
+copy_rate = copied / len(names)
+print(f"the pretrained model reuses the introduced name in {copied} of {len(names)} stories")
+
+# %% [markdown]
+# At `tiny` scale the pretrained model has not yet learned to copy (its **induction heads**, the attention
+# pattern "find the earlier occurrence, copy what followed", form later in training); it writes the names it
+# has seen most often. SFT reshapes *how* the model answers, not *what* it can do: the view of LIMA
+# {cite}`zhou2023lima` that a model's knowledge and skills come from pretraining. At `full` scale (a 12M model
+# trained on 100 MB on the GPU) the same notebook measures the accuracy that copying brings, in
+# `benchmarks/results/sft_full.md`.
 
 # %% [markdown]
 # ## Paper says / we measured
@@ -434,8 +463,8 @@ print(f"\nwhole notebook so far: {time.perf_counter() - t_start:.0f} s")
 # - Pretraining: a token stream of documents separated by `<|endoftext|>`, next-token loss on every token.
 # - A chat template frames turns with role tokens and an end-of-turn token; the same template exists in Jinja.
 # - SFT is the same loop on chat rows, with targets -100 outside the assistant's reply and its `<|end|>`.
-# - Measured on held-out prompts: SFT takes template following and stopping from about 0 to near 1 and
-#   makes answers checkable and mostly right; the mask's effect is measured, not assumed.
+# - Measured on held-out prompts: SFT takes template following and stopping from about 0 to near 1; answer
+#   accuracy needs skills (copying) that pretraining must supply first; the mask's effect is measured.
 # - A nanoGPT is a GPT-2: exported, it loads with `AutoModelForCausalLM` and generates our exact tokens.
 #
 # ## Exercises
