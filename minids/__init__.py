@@ -1,0 +1,1 @@
+"""minids: small seeded synthetic data sets (stories, instructions, ...) that the chapters train on."""

@@ -40,6 +40,7 @@ class Entry:
 ENTRIES: tuple[Entry, ...] = (
     Entry("stories", "minids.stories", 1337),
     Entry("reasoning", "minids.reasoning", 7),
+    Entry("instructions", "minids.instructions", 1337),
 )
 
 

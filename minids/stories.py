@@ -32,7 +32,8 @@ class Story:
     lang: str
     plot: str
     text: str
-    facts: dict = field(default_factory=dict)  # hero, hero_kind, friend, place, object (in `lang`)
+    # hero, hero_kind, friend, place, place_phrase ("in the park"), object, color, his/gender (pronouns), in `lang`
+    facts: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------- English
@@ -293,7 +294,7 @@ def _make_en(r: random.Random) -> Story:
     body, lesson = fn(r, h, f, place, obj, color)
     sents = _en_opening(r, h, place) + body + _en_ending(r, h, f, lesson)
     facts = {"hero": h["name"], "hero_kind": h["kind"], "friend": f["name"], "place": place[0],
-             "object": obj[0], "color": color}
+             "place_phrase": place[1], "object": obj[0], "color": color, "his": h["his"], "gender": h["he"]}
     return Story("en", plot, " ".join(sents), facts)
 
 
@@ -530,7 +531,7 @@ def _make_zh(r: random.Random) -> Story:
     body, lesson = fn(r, h, f, place, obj, color)
     text = _zh_opening(r, h, place) + "".join(body) + _zh_ending(r, h, f, lesson)
     facts = {"hero": h["name"], "hero_kind": h["kind"], "friend": f["name"], "place": place[0],
-             "object": obj[0], "color": color}
+             "place_phrase": _zh_in(place), "object": obj[0], "color": color, "his": h["ta"], "gender": h["ta"]}
     return Story("zh", plot, text, facts)
 
 

@@ -41,23 +41,33 @@ def split_stories(text: str) -> list[str]:
     return [s.strip() for s in text.split("\n\n") if s.strip()]
 
 
-@functools.lru_cache(maxsize=4)
-def corpus_path(lang: str, scale: str) -> Path:
-    """The file that holds the whole corpus of one language at `scale`, generating it first if needed."""
-    if lang not in ("en", "zh"):
-        raise ValueError(f"lang={lang!r} is not one of ('en', 'zh')")
+@functools.lru_cache(maxsize=16)
+def minids_path(entry: str, fname: str, scale: str) -> Path:
+    """The file `fname` of the minids generator `entry` at `scale`, generating it into the cache if needed.
+
+    tiny: the committed `minids/tiny/<fname>` next to the generators when present; otherwise (and at full
+    scale) the generator writes all of its files once into `<cache>/minids/<scale>/` (same bytes: seeded).
+    """
     if scale not in SCALES:
         raise ValueError(f"scale={scale!r} is not one of {SCALES}")
-    fname = f"stories_{lang}.txt"
+    build = _minids("build")
     if scale == "tiny":
-        committed = _REPO / "minids" / "tiny" / fname
+        committed = build.HERE / "tiny" / fname  # the committed files, next to the generators
         if committed.exists():
             return committed
-    build = _minids("build")
     out = build.cache_dir() / "minids" / scale
     if not (out / fname).exists():
-        build.build(scale, out, (build.get_entry("stories"),))
+        build.build(scale, out, (build.get_entry(entry),))
+    if not (out / fname).exists():
+        raise FileNotFoundError(f"minids generator {entry!r} did not write {fname!r} into {out}")
     return out / fname
+
+
+def corpus_path(lang: str, scale: str) -> Path:
+    """The file that holds the whole story corpus of one language at `scale` (generated first if needed)."""
+    if lang not in ("en", "zh"):
+        raise ValueError(f"lang={lang!r} is not one of ('en', 'zh')")
+    return minids_path("stories", f"stories_{lang}.txt", scale)
 
 
 @functools.lru_cache(maxsize=4)
@@ -100,5 +110,5 @@ def load_stories(lang: str = "en", split: str = "train", scale: str | None = Non
     return "\n\n".join(stories) + "\n"
 
 
-__all__ = ["load_stories", "load_story_list", "split_stories", "corpus_path", "n_val_stories",
+__all__ = ["load_stories", "load_story_list", "split_stories", "corpus_path", "minids_path", "n_val_stories",
            "VAL_FRACTION", "LANGS", "SPLITS"]

@@ -12,11 +12,14 @@ from torch import nn
 
 FROM_HF: dict[str, str] = {  # transformers model_type -> nanoseek.interop module
     "qwen2": "nanoseek.interop.qwen2",
+    "gpt2": "nanoseek.interop.gpt2",  # chapter 3: our nanoGPT <-> GPT2LMHeadModel
 }
 
 
 def _to_hf_module(model: nn.Module) -> str:
     cfg = getattr(model, "config", None)
+    if type(model).__name__ == "GPT":
+        return "nanoseek.interop.gpt2"
     if type(model).__name__ == "Decoder" and getattr(cfg, "attention", None) == "gqa" \
             and getattr(cfg, "ffn", None) == "dense":
         return "nanoseek.interop.qwen2"

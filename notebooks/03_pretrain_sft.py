@@ -1,0 +1,563 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 3: From pretraining to a chat model
+#
+# A DeepSeek model is made twice. **Pretraining (预训练)** teaches a network the language from raw text;
+# **supervised fine-tuning (监督微调, SFT)** then teaches the pretrained network to *converse*: to read a
+# user's turn, answer it, and stop. In this chapter we do both with the chapter-1 GPT and the chapter-2
+# tokenizer: pretrain on the minids stories, fine-tune on instruction data about those stories, measure on
+# held-out questions what SFT changed, and hand the result to the `transformers` ecosystem, where it chats
+# through a standard `pipeline`.
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nanoseek/nanoseek/blob/main/notebooks/03_pretrain_sft.ipynb)
+#
+# | scale | model | data | runs on | time | memory |
+# | --- | --- | --- | --- | --- | --- |
+# | `tiny` (default) | 4 layers, 128 wide, BPE vocabulary of 1,381 (1.0M parameters) | English stories (1 MB), 1,500 chat rows | 2-core laptop CPU | about 2 minutes | < 1 GB |
+# | `full` (`NANOSEEK_SCALE=full`) | 6 layers, 384 wide, 4,096 BPE tokens (12M parameters) | English + Chinese, 50 MB a language, 120,000 chat rows | one GPU (H200) | see `benchmarks/results/sft_full.md` | < 8 GB |
+#
+# **What you will learn**
+# - to turn a story corpus into a pretraining token stream with document separators, and pretrain on it;
+# - to write a chat template with role special tokens, and to render and tokenize conversations with it;
+# - to build the SFT loss mask so that only the assistant's words (and its end-of-turn) are learned;
+# - to measure what SFT changes: template following, stopping, and answer accuracy on held-out prompts;
+# - to export a model of ours to `transformers` and check that it generates exactly the same tokens.
+
+# %%
+# Setup: on Colab, install nanoseek (Colab keeps its own torch). Locally, `make lab` has done this.
+import subprocess
+import sys
+
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "nanoseek[hf] @ git+https://github.com/nanoseek/nanoseek@main"], check=True)
+
+import copy
+import time
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+
+import nanoseek
+from nanoseek import device, pick, seed_everything
+
+seed_everything(1337)
+print("nanoseek", nanoseek.__version__, "| torch", torch.__version__, "| device:", device())
+
+# %% [markdown]
+# ## The configuration
+# One cell decides the scale. `tiny` pretrains on the English stories only, so that a minute of CPU is enough
+# to learn them; `full` uses both languages and a GPT of chapter 1's `full` size.
+
+# %%
+CFG = pick(
+    tiny=dict(langs="en", vocab_size=2048, tokenizer_chars=2_000_000, n_layer=4, n_head=4, n_embd=128, block_size=160,
+              pretrain_block=128, pretrain_steps=180, pretrain_batch=16, pretrain_lr=3e-3,
+              sft_steps=200, sft_batch=8, sft_lr=2e-3, eval_rows=32, max_new_tokens=32),
+    full=dict(langs="both", vocab_size=4096, tokenizer_chars=20_000_000, n_layer=6, n_head=6, n_embd=384, block_size=256,
+              pretrain_block=256, pretrain_steps=3000, pretrain_batch=64, pretrain_lr=1e-3,
+              sft_steps=1500, sft_batch=64, sft_lr=3e-4, eval_rows=300, max_new_tokens=48),
+)
+LANGS = ("en", "zh") if CFG["langs"] == "both" else (CFG["langs"],)
+t_start = time.perf_counter()
+CFG
+
+# %% [markdown]
+# ## Tokens for pretraining
+# Chapter 2 built a byte-level BPE tokenizer. Here we train one on the stories with five **special tokens
+# (特殊词元)** reserved from the start (we ask for 2,048 tokens at `tiny`; the English stories' words are all
+# merged well before that, so the trainer stops earlier and the model takes its size from `tok.vocab_size`): `<|endoftext|>` separates documents, and the chat roles
+# `<|system|>`, `<|user|>`, `<|assistant|>` and the **end-of-turn token (轮次结束词元, EOT)** `<|end|>` will frame
+# conversations. Special tokens are never split or merged, and text that merely *spells* one stays plain
+# bytes, so a user cannot forge a role.
+
+# %%
+from nanoseek.data import load_stories
+from nanoseek.data.chat import SPECIAL_TOKENS
+from nanoseek.data.stories import load_story_list
+from nanoseek.tokenizer import Tokenizer
+
+t0 = time.perf_counter()
+tok_text = load_stories(CFG["langs"], "train")[: CFG["tokenizer_chars"]]
+tok = Tokenizer.train(tok_text, CFG["vocab_size"], special_tokens=SPECIAL_TOKENS)
+print(f"trained a {tok.vocab_size:,}-token vocabulary on {len(tok_text):,} characters in {time.perf_counter() - t0:.1f} s")
+print({name: tok.special_id(name) for name in SPECIAL_TOKENS})
+assert tok.encode("<|user|>") != [tok.special_id("<|user|>")]  # spelled in text, it is just bytes
+
+# %% [markdown]
+# A pretraining stream is every training story's tokens, each preceded by `<|endoftext|>`, concatenated.
+# Batches are random windows of it (chapter 1's `window_batcher`); a window may span two stories, and the
+# separator tells the model that what follows does not depend on what came before.
+
+# %%
+from nanoseek.data import window_batcher
+from nanoseek.sft import story_tokens
+
+train_stories = [s for lang in LANGS for s in load_story_list(lang, "train")]
+val_stories = [s for lang in LANGS for s in load_story_list(lang, "val")]
+train_ids, val_ids = story_tokens(tok, train_stories), story_tokens(tok, val_stories)
+n_bytes = sum(len(s.encode()) for s in train_stories)
+print(f"{len(train_stories):,} train stories -> {len(train_ids):,} tokens ({n_bytes / len(train_ids):.2f} bytes/token); "
+      f"{len(val_stories):,} val stories -> {len(val_ids):,} tokens")
+print(repr(tok.decode(train_ids[:40].tolist())))
+assert train_ids[0] == tok.special_id("<|endoftext|>")
+
+# %% [markdown]
+# ## Pretraining
+# The chapter-1 GPT, told its vocabulary size by the tokenizer, trained with the book's training loop.
+# The model's context (`block_size`) is longer than the pretraining windows, so that whole chat rows fit later.
+
+# %%
+from nanoseek.models.gpt import GPT, GPTConfig
+from nanoseek.train import TrainConfig, train
+
+seed_everything(1337)
+gpt_config = GPTConfig(block_size=CFG["block_size"], vocab_size=tok.vocab_size, n_layer=CFG["n_layer"],
+                       n_head=CFG["n_head"], n_embd=CFG["n_embd"], dropout=0.0, bias=False)
+base = GPT(gpt_config)
+print(f"{base.num_params() / 1e6:.2f}M parameters")
+pretrain = train(base, window_batcher(train_ids, val_ids, CFG["pretrain_block"], CFG["pretrain_batch"]),
+                 TrainConfig(max_steps=CFG["pretrain_steps"], lr=CFG["pretrain_lr"],
+                             warmup_steps=CFG["pretrain_steps"] // 10, eval_every=CFG["pretrain_steps"] // 4,
+                             eval_batches=10))
+print(f"val loss {pretrain.val_loss[0]:.2f} -> {pretrain.final_val_loss:.2f} nats/token "
+      f"({pretrain.tokens_per_second:,.0f} tokens/s)")
+
+# %% [markdown]
+# The untrained model gives every token about the same probability, a loss near $\ln V$; pretraining must
+# bring it far below that:
+
+# %%
+import math
+
+print(f"ln V = {math.log(tok.vocab_size):.2f}; first val loss {pretrain.val_loss[0]:.2f}; "
+      f"final {pretrain.final_val_loss:.2f}")
+assert pretrain.final_val_loss < 0.6 * math.log(tok.vocab_size)
+fig, ax = plt.subplots(figsize=(6, 3.5))
+pretrain.plot(ax, label="pretrain")
+ax.set_title("Pretraining on BPE tokens of the stories")
+plt.show()
+
+# %% [markdown]
+# A pretrained model continues text. Started from `<|endoftext|>`, it writes a story:
+
+# %%
+from nanoseek.generate import generate
+
+g = torch.Generator().manual_seed(0)
+start = torch.tensor([[tok.special_id("<|endoftext|>")]])
+sample = generate(base, start, 80, temperature=0.8, top_k=50, generator=g)[0].tolist()
+print(tok.decode(sample[1:]))
+
+# %% [markdown]
+# ## Instruction data
+# `minids` also generates **instruction data (指令数据)** from the same story world: a user turn about a
+# fresh story and the assistant's reply. Questions about the hero, the friend, the place or the object have
+# an `answer` that a correct reply must contain; a rewrite (swap a name in a sentence) has one exact right
+# reply; a continuation can only be checked for its form. The `test` split shares no story and no prompt
+# with `train`.
+
+# %%
+from collections import Counter
+
+from nanoseek.data import load_instructions
+
+sft_train = load_instructions("train", CFG["langs"])
+sft_test = load_instructions("test", CFG["langs"])
+print(f"{len(sft_train):,} train rows, {len(sft_test):,} test rows;", dict(Counter(r["task"] for r in sft_train)))
+assert not {r["messages"][0]["content"] for r in sft_train} & {r["messages"][0]["content"] for r in sft_test}
+for task in ("hero", "rewrite"):
+    row = next(r for r in sft_train if r["task"] == task)
+    print(f"\n--- {task} ---\nuser: {row['messages'][0]['content']}\nassistant: {row['messages'][1]['content']}"
+          f"\nanswer: {row['answer']!r}")
+zh = next(r for r in load_instructions("train", "zh") if r["task"] == "place")
+print(f"\n--- 中文 (place) ---\nuser: {zh['messages'][0]['content']}\nassistant: {zh['messages'][1]['content']}")
+
+# %% [markdown]
+# ## The chat template
+# A **chat template (对话模板)** turns a list of messages into one token sequence. Ours wraps every turn in its
+# role token and `<|end|>`, and starts the conversation with `<|endoftext|>`, as a pretraining document starts.
+# At inference we stop the prompt after `<|assistant|>` (the *generation prompt*) and let the model write the
+# reply, until it produces `<|end|>`. Inline:
+
+# %%
+def render(messages: list[dict], add_generation_prompt: bool = False) -> str:
+    text = "<|endoftext|>" + "".join(f"<|{m['role']}|>{m['content']}<|end|>" for m in messages)
+    return text + ("<|assistant|>" if add_generation_prompt else "")
+
+
+example = sft_train[0]["messages"]
+print(render(example))
+
+# %% [markdown]
+# The package's version also validates the conversation (a malformed row raises a `ValueError` that names it),
+# and has the same template in Jinja for `transformers`:
+
+# %%
+from nanoseek.data.chat import CHAT_TEMPLATE, encode_chat, render_chat, validate_messages
+
+nanoseek.show(render_chat)
+for row in sft_train[:200]:
+    for gen in (False, True):
+        assert render(row["messages"], gen) == render_chat(row["messages"], add_generation_prompt=gen)
+try:
+    validate_messages([{"role": "user", "content": "hi"}, {"role": "bot", "content": "hello"}], where="row 'demo'")
+except ValueError as err:
+    print("ValueError:", err)
+
+# %% [markdown]
+# ## The loss mask, on a real example
+# Pretraining learns every next token. The **loss mask (损失掩码)** decides which targets count. In SFT we want the model to learn *how to answer*, not to predict the
+# user's question, so the loss counts only the assistant's tokens and its closing `<|end|>` (learning to stop
+# is part of the job). Every other target becomes `-100`, the index `cross_entropy` ignores. Inline, token by
+# token:
+
+# %%
+ids, roles = [tok.special_id("<|endoftext|>")], [None]
+for m in example:
+    body = tok.encode(m["content"])
+    ids += [tok.special_id(f"<|{m['role']}|>")] + body + [tok.special_id("<|end|>")]
+    roles += ["tag"] + [m["role"]] * len(body) + [m["role"] + " end"]
+mask = [r in ("assistant", "assistant end") for r in roles]
+
+pkg_ids, pkg_mask = encode_chat(tok, example)
+assert (ids, mask) == (pkg_ids, pkg_mask)
+print(f"{len(ids)} tokens, {sum(mask)} of them trained")
+print("".join(f"[{tok.decode([i])}]" if m else tok.decode([i]) for i, m in zip(ids, mask)))
+
+# %%
+from IPython.display import HTML, display
+
+spans = "".join(
+    f'<span style="background:{"#b7e4c7" if m else "#eeeeee"};margin:1px;padding:1px;border-radius:3px;'
+    f'font-family:monospace">{tok.decode([i]).replace("<", "&lt;")}</span>' for i, m in zip(ids, mask))
+display(HTML(f"<div style='line-height:1.9'>{spans}</div><p>green: trained (loss), grey: masked (-100)</p>"))
+
+# %% [markdown]
+# With inputs `x = ids[:-1]` the target of position `t` is token `t+1`, so the mask shifts by one too
+# (`nanoseek.data.chat.to_xy`). The mean cross-entropy with `ignore_index=-100` is the mean over trained
+# positions only, which we check on random logits:
+
+# %%
+from nanoseek.data.chat import to_xy
+
+x, y = to_xy(ids, mask, CFG["block_size"], pad_id=tok.special_id("<|end|>"))
+logits = torch.randn(len(x), tok.vocab_size, generator=torch.Generator().manual_seed(0))
+kept = y != -100
+by_hand = -(logits[kept].log_softmax(-1).gather(1, y[kept, None])).mean()
+torch.testing.assert_close(F.cross_entropy(logits, y, ignore_index=-100), by_hand)
+print(f"{int(kept.sum())} positions with loss out of {len(y)}")
+
+# %% [markdown]
+# ## Before SFT
+# How does the pretrained model respond to a chat prompt? We ask it the held-out questions, greedily, and read
+# its replies with `nanoseek.sft.evaluate_chat`: the share that **follow the template** (text, then
+# `<|end|>`, no other special token), the share that **stop** with `<|end|>`, and the **accuracy** on
+# checkable rows (template followed *and* answer right).
+
+# %%
+from nanoseek.sft import evaluate_chat
+
+eval_rows = sft_test[:: max(1, len(sft_test) // CFG["eval_rows"])][: CFG["eval_rows"]]
+before = evaluate_chat(base, tok, eval_rows, CFG["max_new_tokens"], progress=True)
+print({k: round(before[k], 3) for k in ("template", "eot", "accuracy", "contains")}, f"on {before['n']} rows")
+r = before["replies"][0]
+print(f"\nuser: {eval_rows[0]['messages'][0]['content']}\nreply: {r['reply']!r}")
+
+# %% [markdown]
+# It does what pretraining taught: it continues the text as if it were a story. It has never seen `<|end|>`,
+# so it never stops.
+#
+# ## SFT, with and without the mask
+# Two copies of the pretrained model are fine-tuned with the same loop, data, steps and learning rate; one
+# learns only the assistant's tokens, the other every token of the conversation (the user's story passages
+# included). Rows are right-padded and each batch is cut to its longest row.
+
+# %%
+from nanoseek.data.chat import sft_batcher
+
+runs, models = {}, {}
+for masked in (True, False):
+    name = "masked" if masked else "unmasked"
+    get_batch, info = sft_batcher(tok, sft_train, sft_test, CFG["block_size"], CFG["sft_batch"], masked=masked)
+    models[name] = copy.deepcopy(base)
+    runs[name] = train(models[name], get_batch,
+                       TrainConfig(max_steps=CFG["sft_steps"], lr=CFG["sft_lr"], warmup_steps=CFG["sft_steps"] // 10,
+                                   eval_every=CFG["sft_steps"] // 4, eval_batches=10))
+    print(f"{name}: {info['train']['rows']:,} rows used, {info['train']['dropped_too_long']} too long for the context")
+
+# %% [markdown]
+# The two runs' own losses are not comparable (the unmasked one averages over the easy-to-predict story text
+# too), so we measure both on the same thing: the loss on the assistant tokens of held-out rows.
+
+# %%
+from nanoseek.train import evaluate
+
+answer_batches, _ = sft_batcher(tok, sft_test, sft_test, CFG["block_size"], CFG["sft_batch"], masked=True)
+answer_loss = {"pretrained": evaluate(base, answer_batches, 10)}
+answer_loss |= {name: evaluate(m, answer_batches, 10) for name, m in models.items()}
+print({k: round(v, 3) for k, v in answer_loss.items()})
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+for name, res in runs.items():
+    res.plot(axes[0], label=name)
+axes[0].set_title("SFT loss (each on its own targets)")
+axes[1].bar(list(answer_loss), list(answer_loss.values()), color=["#999999", "#2a9d8f", "#e9c46a"])
+axes[1].set_ylabel("nats / assistant token")
+axes[1].set_title("held-out loss on assistant tokens")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## After SFT: what changed
+
+# %%
+after = {name: evaluate_chat(m, tok, eval_rows, CFG["max_new_tokens"]) for name, m in models.items()}
+table = {"pretrained": before, **after}
+print("| model | template | EOT | accuracy | contains answer | accuracy by task |\n| --- | --- | --- | --- | --- | --- |")
+for name, res in table.items():
+    tasks = ", ".join(f"{t} {v:.2f}" for t, v in res["by_task"].items())
+    print(f"| {name} | {res['template']:.2f} | {res['eot']:.2f} | {res['accuracy']:.2f} | {res['contains']:.2f} | {tasks} |")
+
+fig, ax = plt.subplots(figsize=(7, 3.5))
+metrics = ("template", "eot", "accuracy")
+for k, (name, res) in enumerate(table.items()):
+    ax.bar([i + 0.27 * (k - 1) for i in range(3)], [res[m] for m in metrics], width=0.27, label=name)
+ax.set_xticks(range(3), ["follows template", "ends with <|end|>", "answer accuracy"])
+ax.set_ylim(0, 1.05)
+ax.set_ylabel(f"share of {before['n']} held-out prompts")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# SFT turned a story writer into something that answers in the template and stops. The asserts below hold at
+# `tiny` scale with margin on any CPU (the run is deterministic):
+
+# %%
+sft = after["masked"]
+assert before["template"] <= 0.1 and before["eot"] <= 0.1, "the pretrained model should not know the template"
+assert sft["template"] >= before["template"] + 0.6, sft["template"]
+assert sft["eot"] >= before["eot"] + 0.6, sft["eot"]
+assert answer_loss["masked"] < answer_loss["pretrained"] - 3.0, answer_loss
+assert sft["accuracy"] >= before["accuracy"], (sft["accuracy"], before["accuracy"])
+for row, rec in list(zip(eval_rows, sft["replies"]))[:6]:
+    print(f"Q: {row['messages'][0]['content'].splitlines()[-1]}\nA: {rec['reply']}   (expected {row['answer']!r}, "
+          f"correct: {rec['correct']})\n")
+
+# %% [markdown]
+# Look at the answers: they have the right *form* ("The story is about ...", "... friend is ...") and a
+# plausible name, but at `tiny` scale mostly not the name *in the story*. Answer accuracy barely moves. Is
+# that SFT's fault? Answering needs the model to **copy** a name from its context, and SFT can only teach a
+# skill the pretrained model half has. We test the pretrained model on its home ground, plain story text: a
+# story introduces a character, and we check whether the model's next mention of a character uses that name.
+
+# %%
+names = ["Lucy", "Oscar", "Hannah", "Max", "Ruby", "Finn", "Grace", "Leo"]
+copied = 0
+for name in names:
+    text = f"Once upon a time, there was a kind {'girl' if name in ('Lucy', 'Hannah', 'Ruby', 'Grace') else 'boy'} named {name}. One day,"
+    ids = [tok.special_id("<|endoftext|>")] + tok.encode(text)
+    cont = tok.decode(generate(base, torch.tensor([ids]), 12, temperature=0.0)[0, len(ids):].tolist())
+    copied += name in cont
+    print(f"{name:>7} -> {cont!r}")
+copy_rate = copied / len(names)
+print(f"the pretrained model reuses the introduced name in {copied} of {len(names)} stories")
+
+# %% [markdown]
+# At `tiny` scale the pretrained model has not yet learned to copy (its **induction heads**, the attention
+# pattern "find the earlier occurrence, copy what followed", form later in training); it writes the names it
+# has seen most often. SFT reshapes *how* the model answers, not *what* it can do: the view of LIMA
+# {cite}`zhou2023lima` that a model's knowledge and skills come from pretraining. At `full` scale (a 12M model
+# trained on 100 MB on the GPU) the same notebook measures the accuracy that copying brings, in
+# `benchmarks/results/sft_full.md`.
+
+# %% [markdown]
+# ## Paper says / we measured
+#
+# | | DeepSeek-V3 SFT {cite}`deepseekv3` | this chapter (`tiny`) |
+# | --- | --- | --- |
+# | data | 1.5M instances (reasoning and non-reasoning) | 1,500 generated rows about stories |
+# | schedule | 2 epochs, cosine from 5e-6 to 1e-6 | see the next cell |
+# | packing | several samples per sequence, masked from each other | one sample per row, right-padded |
+# | loss | on the response | masked and unmasked, measured above |
+#
+# The mask: InstructGPT-style SFT {cite}`ouyang2022training` trains on responses. Shi et al.
+# {cite}`shi2024instruction` found that a loss on the instructions too can *help* when the responses are short
+# and the data small. Our rows are exactly that (answers of about ten tokens), so the comparison above is not
+# a foregone conclusion; its numbers, not a rule, say which won here, and at `full` scale in
+# `benchmarks/results/sft.md`.
+
+# %%
+epochs = CFG["sft_steps"] * CFG["sft_batch"] / len(sft_train)
+print(f"SFT: {CFG['sft_steps']} steps x {CFG['sft_batch']} rows = {epochs:.2f} epochs at peak lr {CFG['sft_lr']:g} "
+      f"(cosine to {CFG['sft_lr'] / 10:g}); masked vs unmasked accuracy: "
+      f"{after['masked']['accuracy']:.2f} vs {after['unmasked']['accuracy']:.2f}; "
+      f"held-out answer loss {answer_loss['masked']:.3f} vs {answer_loss['unmasked']:.3f}")
+
+# %% [markdown]
+# ## In the wild: hand the model to `transformers`
+# Our GPT is GPT-2's architecture, so `nanoseek.interop.gpt2.export_gpt2` writes a folder that
+# `AutoModelForCausalLM` loads as a `GPT2LMHeadModel`, with our tokenizer (as a `tokenizers` BPE), our chat
+# template in Jinja and `<|end|>` as the end-of-sequence token. The mapping is a renaming plus a transpose
+# (GPT-2 stores its linear layers as `Conv1D`, weight `(in, out)`):
+
+# %%
+import tempfile
+
+from nanoseek.interop.gpt2 import export_gpt2, to_gpt2_state_dict
+
+chat_model = models["masked"]
+sd = to_gpt2_state_dict(chat_model)
+print({k: tuple(v.shape) for k, v in list(sd.items())[:8]})
+export_dir = export_gpt2(chat_model, tok, tempfile.mkdtemp(prefix="nanoseek-ch03-"))
+print(sorted(p.name for p in export_dir.iterdir()))
+
+# %% [markdown]
+# Loaded back through the `Auto` classes, it must generate *exactly* our tokens on a held-out prompt:
+
+# %%
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+hf_model = AutoModelForCausalLM.from_pretrained(export_dir, attn_implementation="eager").eval()
+hf_tok = AutoTokenizer.from_pretrained(export_dir)
+messages = eval_rows[1]["messages"][:1]
+prompt = hf_tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+ours = generate(chat_model, prompt, 30, temperature=0.0, eos_id=tok.special_id("<|end|>"))
+theirs = hf_model.generate(prompt, max_new_tokens=30, do_sample=False)
+print(type(hf_model).__name__, "| ours:", repr(tok.decode(ours[0, prompt.shape[1]:].tolist())))
+assert torch.equal(ours, theirs), "transformers and nanoseek disagree"
+
+# %% [markdown]
+# And it chats through a standard `pipeline`, which applies the chat template for us:
+
+# %%
+from transformers import pipeline
+
+chat = pipeline("text-generation", model=hf_model, tokenizer=hf_tok, device="cpu")
+story = next(r for r in sft_test if r["task"] == "hero")["messages"][0]["content"]
+out = chat([{"role": "user", "content": story}], max_new_tokens=30, do_sample=False)
+print(story, "\n\n→", out[0]["generated_text"][-1])
+print(f"\nwhole notebook so far: {time.perf_counter() - t_start:.0f} s")
+
+# %% [markdown]
+# What production SFT adds: far more and far more varied data (DeepSeek-V3's 1.5M instances include
+# reasoning traces distilled from R1, chapter 11), sequence packing with attention masks between samples,
+# multi-turn conversations, and a preference stage after SFT (RL, chapter 10). On a GPU, TRL's `SFTTrainer`
+# runs the same recipe on a real model, e.g. Qwen2.5-0.5B, with `assistant_only_loss=True` for the mask.
+#
+# ## Summary
+# - Pretraining: a token stream of documents separated by `<|endoftext|>`, next-token loss on every token.
+# - A chat template frames turns with role tokens and an end-of-turn token; the same template exists in Jinja.
+# - SFT is the same loop on chat rows, with targets -100 outside the assistant's reply and its `<|end|>`.
+# - Measured on held-out prompts: SFT takes template following and stopping from about 0 to near 1; answer
+#   accuracy needs skills (copying) that pretraining must supply first; the mask's effect is measured.
+# - A nanoGPT is a GPT-2: exported, it loads with `AutoModelForCausalLM` and generates our exact tokens.
+#
+# ## Exercises
+# Edit each function, run its cell, and the checker tells you whether it is right. Solutions are hidden below
+# each exercise.
+#
+# **Exercise 1 (easy).** Write the chat template renderer: `<|endoftext|>`, then each message as
+# `<|role|>content<|end|>`, then `<|assistant|>` if `add_generation_prompt`.
+
+# %% tags=["exercise"]
+from nanoseek.exercises.ch03 import check_render_chat
+
+
+def render(messages: list[dict], add_generation_prompt: bool = False) -> str:
+    raise NotImplementedError  # your code here
+
+
+check_render_chat(render)
+
+# %% tags=["solution", "hide-input"]
+from nanoseek.exercises.ch03 import check_render_chat
+
+
+def render(messages: list[dict], add_generation_prompt: bool = False) -> str:
+    text = "<|endoftext|>" + "".join(f"<|{m['role']}|>{m['content']}<|end|>" for m in messages)
+    return text + ("<|assistant|>" if add_generation_prompt else "")
+
+
+assert check_render_chat(render)
+
+# %% [markdown]
+# **Exercise 2 (medium).** Shift and mask: given the ids of a conversation and, for each id, whether it is
+# trained, return `x = ids[:-1]` and `y` where `y[t] = ids[t+1]` if token `t+1` is trained, else `-100`.
+
+# %% tags=["exercise"]
+import torch
+from nanoseek.exercises.ch03 import check_shift_targets
+
+
+def shift_targets(ids: list[int], mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    raise NotImplementedError  # your code here
+
+
+check_shift_targets(shift_targets)
+
+# %% tags=["solution", "hide-input"]
+import torch
+from nanoseek.exercises.ch03 import check_shift_targets
+
+
+def shift_targets(ids: list[int], mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    ids_t = torch.tensor(ids)
+    y = ids_t[1:].clone()
+    y[~torch.tensor(mask[1:])] = -100
+    return ids_t[:-1], y
+
+
+assert check_shift_targets(shift_targets)
+
+# %% [markdown]
+# **Exercise 3 (harder).** The loss mask for a conversation: tokenize it with the chat template
+# (`tok.special_id(name)` gives a special token's id, `tok.encode(text)` a content's ids) and mark which ids
+# are trained: the assistant's content and its `<|end|>`, nothing else.
+
+# %% tags=["exercise"]
+from nanoseek.exercises.ch03 import check_loss_mask
+
+
+def encode_chat(tok, messages: list[dict]) -> tuple[list[int], list[bool]]:
+    raise NotImplementedError  # your code here
+
+
+check_loss_mask(encode_chat)
+
+# %% tags=["solution", "hide-input"]
+from nanoseek.exercises.ch03 import check_loss_mask
+
+
+def encode_chat(tok, messages: list[dict]) -> tuple[list[int], list[bool]]:
+    ids, mask = [tok.special_id("<|endoftext|>")], [False]
+    for m in messages:
+        body = tok.encode(m["content"])
+        trained = m["role"] == "assistant"
+        ids += [tok.special_id(f"<|{m['role']}|>")] + body + [tok.special_id("<|end|>")]
+        mask += [False] + [trained] * len(body) + [trained]
+    return ids, mask
+
+
+assert check_loss_mask(encode_chat)
+
+# %% [markdown]
+# ## Further reading
+# - Instruction tuning and the SFT → RLHF pipeline: {cite}`ouyang2022training`; how little data SFT can need:
+#   {cite}`zhou2023lima`; loss on instructions: {cite}`shi2024instruction`.
+# - DeepSeek-V3's SFT recipe: {cite}`deepseekv3`. Tiny synthetic stories as a testbed: {cite}`eldan2023tinystories`.
+# - GPT-2 {cite}`radford2019language` and the `transformers` library {cite}`wolf2020transformers`.
