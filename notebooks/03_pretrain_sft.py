@@ -455,8 +455,8 @@ print(f"\nwhole notebook so far: {time.perf_counter() - t_start:.0f} s")
 
 # %% [markdown]
 # What production SFT adds: far more and far more varied data (DeepSeek-V3's 1.5M instances include
-# reasoning traces distilled from R1, chapter 11), sequence packing with attention masks between samples,
-# multi-turn conversations, and a preference stage after SFT (RL, chapter 10). On a GPU, TRL's `SFTTrainer`
+# reasoning traces distilled from R1, the book's last part), sequence packing with attention masks between
+# samples, multi-turn conversations, and a reinforcement-learning stage after SFT (the R1 part of the book). On a GPU, TRL's `SFTTrainer`
 # runs the same recipe on a real model, e.g. Qwen2.5-0.5B, with `assistant_only_loss=True` for the mask.
 #
 # ## Summary
