@@ -22,7 +22,7 @@ import torch  # noqa: E402
 
 CONFIGS = {
     "tiny": dict(langs="en", vocab_size=2048, tokenizer_chars=2_000_000, n_layer=4, n_head=4, n_embd=128, block_size=160, pretrain_block=128,
-                 pretrain_steps=160, pretrain_batch=16, pretrain_lr=3e-3, sft_steps=80, sft_batch=16, sft_lr=1e-3,
+                 pretrain_steps=180, pretrain_batch=16, pretrain_lr=3e-3, sft_steps=200, sft_batch=8, sft_lr=2e-3,
                  eval_rows=32, max_new_tokens=32),
     "full": dict(langs="both", vocab_size=4096, tokenizer_chars=20_000_000, n_layer=6, n_head=6, n_embd=384, block_size=256, pretrain_block=256,
                  pretrain_steps=3000, pretrain_batch=64, pretrain_lr=1e-3, sft_steps=1500, sft_batch=64, sft_lr=3e-4,
@@ -44,7 +44,8 @@ def run(cfg: dict, device: str, scale: str, log=print) -> dict:
     seed_everything(1337)
     langs = ("en", "zh") if cfg["langs"] == "both" else (cfg["langs"],)
     t0 = time.perf_counter()
-    tok = Tokenizer.train(load_stories(cfg["langs"], "train", scale)[: cfg["tokenizer_chars"]], cfg["vocab_size"], special_tokens=SPECIAL_TOKENS)
+    tok_text = "".join(load_stories(lang, "train", scale)[: cfg["tokenizer_chars"] // len(langs)] for lang in langs)
+    tok = Tokenizer.train(tok_text, cfg["vocab_size"], special_tokens=SPECIAL_TOKENS)
     t_tok = time.perf_counter() - t0
     train_ids = story_tokens(tok, [s for l in langs for s in load_story_list(l, "train", scale)])
     val_ids = story_tokens(tok, [s for l in langs for s in load_story_list(l, "val", scale)])

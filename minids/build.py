@@ -113,6 +113,10 @@ def build(scale: str = "tiny", out: Path | None = None, entries: tuple[Entry, ..
     for fname, data in files.items():
         atomic_write(out_dir / fname, data)
     manifest_path = HERE / "MANIFEST.json" if out is None and scale == "tiny" else out_dir / "MANIFEST.json"
+    if tuple(entries) != ENTRIES and manifest_path.exists():  # a partial build keeps the other generators' rows
+        new = {row["file"] for row in manifest["files"]}
+        old = json.loads(manifest_path.read_text(encoding="utf-8")).get("files", [])
+        manifest["files"] = [row for row in old if row["file"] not in new] + manifest["files"]
     atomic_write(manifest_path, (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return manifest
 

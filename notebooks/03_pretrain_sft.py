@@ -92,7 +92,7 @@ from nanoseek.data.stories import load_story_list
 from nanoseek.tokenizer import Tokenizer
 
 t0 = time.perf_counter()
-tok_text = load_stories(CFG["langs"], "train")[: CFG["tokenizer_chars"]]
+tok_text = "".join(load_stories(lang, "train")[: CFG["tokenizer_chars"] // len(LANGS)] for lang in LANGS)
 tok = Tokenizer.train(tok_text, CFG["vocab_size"], special_tokens=SPECIAL_TOKENS)
 print(f"trained a {tok.vocab_size:,}-token vocabulary on {len(tok_text):,} characters in {time.perf_counter() - t0:.1f} s")
 print({name: tok.special_id(name) for name in SPECIAL_TOKENS})
@@ -159,7 +159,7 @@ plt.show()
 from nanoseek.generate import generate
 
 g = torch.Generator().manual_seed(0)
-start = torch.tensor([[tok.special_id("<|endoftext|>")]])
+start = torch.tensor([[tok.special_id("<|endoftext|>")]], device=device())
 sample = generate(base, start, 80, temperature=0.8, top_k=50, generator=g)[0].tolist()
 print(tok.decode(sample[1:]))
 
@@ -371,14 +371,14 @@ copied = 0
 for name in names:
     text = f"Once upon a time, there was a kind {'girl' if name in ('Lucy', 'Hannah', 'Ruby', 'Grace') else 'boy'} named {name}. One day,"
     ids = [tok.special_id("<|endoftext|>")] + tok.encode(text)
-    cont = tok.decode(generate(base, torch.tensor([ids]), 12, temperature=0.0)[0, len(ids):].tolist())
+    cont = tok.decode(generate(base, torch.tensor([ids], device=device()), 12, temperature=0.0)[0, len(ids):].tolist())
     copied += name in cont
     print(f"{name:>7} -> {cont!r}")
 copy_rate = copied / len(names)
 print(f"the pretrained model reuses the introduced name in {copied} of {len(names)} stories")
 
 # %% [markdown]
-# At `tiny` scale the pretrained model has not yet learned to copy (its **induction heads**, the attention
+# At `tiny` scale the pretrained model has not yet learned to copy (its **induction heads (归纳头)**, the attention
 # pattern "find the earlier occurrence, copy what followed", form later in training); it writes the names it
 # has seen most often. SFT reshapes *how* the model answers, not *what* it can do: the view of LIMA
 # {cite}`zhou2023lima` that a model's knowledge and skills come from pretraining. At `full` scale (a 12M model
@@ -420,7 +420,7 @@ import tempfile
 
 from nanoseek.interop.gpt2 import export_gpt2, to_gpt2_state_dict
 
-chat_model = models["masked"]
+chat_model = models["masked"].cpu()  # transformers runs on the CPU here, so ours does too: same arithmetic
 sd = to_gpt2_state_dict(chat_model)
 print({k: tuple(v.shape) for k, v in list(sd.items())[:8]})
 export_dir = export_gpt2(chat_model, tok, tempfile.mkdtemp(prefix="nanoseek-ch03-"))
@@ -455,8 +455,8 @@ print(f"\nwhole notebook so far: {time.perf_counter() - t_start:.0f} s")
 
 # %% [markdown]
 # What production SFT adds: far more and far more varied data (DeepSeek-V3's 1.5M instances include
-# reasoning traces distilled from R1, chapter 11), sequence packing with attention masks between samples,
-# multi-turn conversations, and a preference stage after SFT (RL, chapter 10). On a GPU, TRL's `SFTTrainer`
+# reasoning traces distilled from R1, the book's last part), sequence packing with attention masks between
+# samples, multi-turn conversations, and a reinforcement-learning stage after SFT (the R1 part of the book). On a GPU, TRL's `SFTTrainer`
 # runs the same recipe on a real model, e.g. Qwen2.5-0.5B, with `assistant_only_loss=True` for the mask.
 #
 # ## Summary

@@ -115,3 +115,14 @@ def test_full_scale_generates_into_the_cache_once(monkeypatch, tmp_path):
     finally:
         loader.minids_path.cache_clear()
         loader._stories.cache_clear()
+
+
+def test_partial_builds_share_one_manifest(tmp_path):
+    small = build.Entry("stories", "minids.stories", 3)
+    files, _ = build.render("tiny", (small,))
+    build.build("tiny", tmp_path, (small,))
+    build.build("tiny", tmp_path, (build.get_entry("instructions"),))
+    rows = json.loads((tmp_path / "MANIFEST.json").read_text(encoding="utf-8"))["files"]
+    assert {r["name"] for r in rows} == {"stories", "instructions"} and len(rows) == 4
+    for row in rows:
+        assert hashlib.sha256((tmp_path / row["file"].split("/", 1)[1]).read_bytes()).hexdigest() == row["sha256"]
