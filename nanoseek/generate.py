@@ -51,6 +51,9 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     probs = logits.softmax(dim=-1)
+    if generator is not None and generator.device != probs.device:
+        # a CPU generator driving a GPU model: draw on the generator's device, so seeded runs stay repeatable
+        return torch.multinomial(probs.to(generator.device), num_samples=1, generator=generator).to(probs.device)
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
@@ -85,6 +88,9 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperatu
     which removes the per-step Python and kernel-launch overhead. On a CPU the same static steps run eagerly.
     """
     _check_args(idx, max_new_tokens, temperature, top_k, top_p)
+    param = next(model.parameters(), None)
+    if param is not None:
+        idx = idx.to(param.device)  # a prompt built on the CPU follows the model to its device
     was_training = model.training
     model.eval()
     try:
