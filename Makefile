@@ -27,8 +27,9 @@ book: setup
 ## notebook re-run under nbval. One pytest run, so its summary is the last thing printed.
 # One torch thread per pytest worker: JOBS workers on JOBS cores. Oversubscribed OpenMP threads spin and made
 # training steps up to 10x slower on 2-core machines.
+# COLD=1 runs against an empty model cache (what a fresh machine sees).
 test: setup
-	NANOSEEK_SCALE=tiny OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax -p no:cacheprovider \
+	$(if $(COLD),NANOSEEK_COLD_CACHE=1 NANOSEEK_CACHE=$$(mktemp -d),) NANOSEEK_SCALE=tiny OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n $(JOBS) --dist loadfile --nbval-lax -p no:cacheprovider \
 		tests notebooks
 
 ## Re-run notebooks in place at tiny scale (all, or NB=notebooks/01_nanogpt.py) and store their outputs.

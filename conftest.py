@@ -34,11 +34,13 @@ def pytest_sessionfinish(session, exitstatus):
     for path, seconds in sorted(_times.items()):
         verdict = "ok" if seconds <= BUDGET_S else ("over budget" if seconds <= LIMIT_S else "OVER LIMIT")
         rows.append(f"| {Path(path).name} | {seconds:.0f} | {verdict} | {'failed' if path in _failed else 'passed'} |")
-    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")
+    workers = getattr(session.config.option, "numprocesses", None) or 1
+    cache = "empty" if os.environ.get("NANOSEEK_COLD_CACHE") else "as found"
     header = (f"# Notebook execution times at `tiny` scale\n\nWritten by `make test` (pytest --nbval-lax) on "
               f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}, {platform.node() or 'unknown host'}, "
-              f"{os.cpu_count()} CPU cores, {workers} pytest workers. Time is the sum of a notebook's cells; with "
-              f"several workers, notebooks share the cores.\n\n")
+              f"{os.cpu_count()} CPU cores, {workers} pytest workers, one torch thread each, model cache "
+              f"(`nanoseek.zoo`) {cache}. Time is the sum of a notebook's cells; with several workers, "
+              f"notebooks share the cores.\n\n")
     out = Path(session.config.rootpath) / "benchmarks" / "results" / "notebook_times.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(header + "\n".join(rows) + "\n", encoding="utf-8")
