@@ -345,6 +345,7 @@ SIZES = {  # (task, options, {split: n at tiny}); full multiplies train by FULL_
     "kk": ("knights_knaves", {}, {"train": 300, "test": 100}),
 }
 FULL_FACTOR = 20
+FULL_CAP = {"arith2": 4000}  # 2-digit sums: about 8,000 problems exist in all, 20x the tiny train set does not
 
 
 def build_files(scale: str, seed: int) -> dict[str, str]:
@@ -354,7 +355,8 @@ def build_files(scale: str, seed: int) -> dict[str, str]:
     files = {}
     for name, (task, opts, sizes) in SIZES.items():
         for split, n in sizes.items():
-            n = n * FULL_FACTOR if scale == "full" and split == "train" else n
+            if scale == "full" and split == "train":
+                n = min(n * FULL_FACTOR, FULL_CAP.get(name, n * FULL_FACTOR))
             rows = generate(split, n, seed, task=task, **opts)
             files[f"reasoning_{name}_{split}.jsonl"] = "".join(
                 json.dumps({k: v for k, v in r.items() if k != "key"}, sort_keys=True, ensure_ascii=False) + "\n"
