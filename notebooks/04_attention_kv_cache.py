@@ -98,8 +98,9 @@ for name, (flops, bw) in chips.items():
 
 # %% [markdown]
 # So a decoding batch needs hundreds of sequences before arithmetic becomes the limit. We can watch this on
-# any machine: time one weight matrix applied to $B$ token vectors. Until the batch is large, more tokens cost
-# almost nothing extra, because the time goes into reading the weights.
+# any machine: time one weight matrix (bigger than the CPU's caches) applied to $B$ token vectors.
+# Until the batch is large, more tokens cost far less than their share,
+# because the time goes into reading the weights.
 
 # %%
 def best_time(fn, repeats: int = 15) -> float:
@@ -116,9 +117,11 @@ def best_time(fn, repeats: int = 15) -> float:
     return min(times)
 
 
-W = torch.randn(2048, 2048, device=DEV)  # a 16 MB float32 weight matrix
+# 64 MB of float32 weights: larger than a CPU's last-level cache (a 16 MB matrix can sit in a 32 MB L3 and
+# then B=1 is no longer limited by memory), as a real model's weights are
+W = torch.randn(4096, 4096, device=DEV)
 batches = [1, 2, 4, 8, 16, 32, 64, 128]
-inputs = {B: torch.randn(B, 2048, device=DEV) for B in batches}
+inputs = {B: torch.randn(B, 4096, device=DEV) for B in batches}
 per_call = [best_time(lambda: inputs[B] @ W.T) for B in batches]
 fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
 ax[0].plot(batches, [t * 1e3 for t in per_call], "o-")
