@@ -33,11 +33,11 @@ def context_length(model: nn.Module) -> int | None:
     return None
 
 
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Pick the next token from logits (B, V): greedy when temperature == 0, else sample. Returns (B, 1) ids."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
+def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None) -> torch.Tensor:
+    """The sampling rule as logits (B, V): divide by temperature, then set tokens outside the top-k and
+    outside the top-p nucleus to -inf. Its softmax is the distribution a token is drawn from (RL rollouts
+    also read their log-probs from it)."""
     logits = logits.float() / temperature
     if top_k is not None:
         k = min(top_k, logits.size(-1))
@@ -50,11 +50,23 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
         drop_sorted = probs.cumsum(dim=-1) - probs >= top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
-    probs = logits.softmax(dim=-1)
+    return logits
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token id per row of probs (B, V), as (B, 1)."""
     if generator is not None and generator.device != probs.device:
         # a CPU generator driving a GPU model: draw on the generator's device, so seeded runs stay repeatable
         return torch.multinomial(probs.to(generator.device), num_samples=1, generator=generator).to(probs.device)
     return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick the next token from logits (B, V): greedy when temperature == 0, else sample. Returns (B, 1) ids."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    return draw(filter_logits(logits, temperature, top_k, top_p).softmax(dim=-1), generator)
 
 
 def _check_args(idx, max_new_tokens, temperature, top_k, top_p) -> None:

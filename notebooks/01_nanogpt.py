@@ -329,8 +329,9 @@ print(vocab.decode(sample(model, prompt, 120, temperature=1.0, top_k=10, generat
 # sampling rule, and a check that it draws exactly the tokens our loop draws from the same random generator:
 
 # %%
-from nanoseek.generate import generate, sample_next
+from nanoseek.generate import filter_logits, generate, sample_next
 
+nanoseek.show(filter_logits)
 nanoseek.show(sample_next)
 for temperature, top_k in ((1.0, None), (0.7, 5)):
     ours = sample(model, prompt, 60, temperature, top_k, generator=seeded(3))

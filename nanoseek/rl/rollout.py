@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from nanoseek.generate import draw, filter_logits
+
 
 @dataclass
 class Rollout:
@@ -83,13 +85,11 @@ def sample(model: torch.nn.Module, prompt: torch.Tensor, max_new_tokens: int, eo
     step_input = prompt
     for _ in range(max_new_tokens):
         logits = _logits(model, step_input if cache is not None else seq, cache)[:, -1, :].float()  # (B, V)
-        scaled = logits / temperature if temperature > 0 else logits
-        if top_k is not None and top_k < scaled.shape[-1]:
-            kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
-            scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+        # the same sampling rule as nanoseek.generate, whose log-probs the policy gradient needs
+        scaled = filter_logits(logits, temperature if temperature > 0 else 1.0, top_k)
         logprobs = F.log_softmax(scaled, dim=-1)  # (B, V)
         if temperature > 0:
-            nxt = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(1)  # (B,)
+            nxt = draw(logprobs.exp(), generator).squeeze(1)  # (B,)
         else:
             nxt = logprobs.argmax(-1)
         lp = logprobs.gather(1, nxt[:, None]).squeeze(1)
