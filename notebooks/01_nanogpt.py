@@ -27,7 +27,7 @@
 # | scale | model | runs on | time | memory |
 # | --- | --- | --- | --- | --- |
 # | `tiny` (default) | 4 layers, 128 wide, 64 context (0.8M parameters) | 2-core laptop CPU | under a minute (44 s measured) | < 1 GB |
-# | `full` (`NANOSEEK_SCALE=full`) | 6 layers, 384 wide, 256 context (10.7M parameters) | one H200 | training 3 minutes (450K tokens/s); a T4 is roughly 10x slower | < 4 GB |
+# | `full` (`NANOSEEK_SCALE=full`) | 6 layers, 384 wide, 256 context (10.7M parameters) | one H200 | training 3 minutes (450K tokens/s, measured); T4 not measured | < 4 GB |
 #
 # **What you will learn**
 # - to measure a language model by its loss in nats per token, starting from a bigram baseline;
