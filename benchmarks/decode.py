@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nanoseek.generate import generate  # noqa: E402
 from nanoseek.interop import to_hf  # noqa: E402
 from nanoseek.models.decoder import Decoder, DecoderConfig  # noqa: E402
+from nanoseek.benchmarking import timed  # noqa: E402
 
 CONFIGS = {
     # the issue's small model: 4 layers, 256 wide
@@ -34,20 +34,6 @@ CONFIGS = {
                  intermediate_size=4864, max_seq_len=2048, qkv_bias=True, tie_embeddings=True,
                  rope_theta=1e6, norm_eps=1e-6),
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _time(fn, device) -> tuple[float, float, torch.Tensor]:
-    """(wall seconds, this process's CPU seconds, result) of one call."""
-    _sync(device)
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - t0, time.process_time() - c0, out
 
 
 def main() -> None:
@@ -100,7 +86,7 @@ def main() -> None:
                 runs[n]()
             for _ in range(repeats):  # alternate, so drifts in machine load hit every variant alike
                 for n in names:
-                    t, c, outs[n] = _time(runs[n], device)
+                    t, c, outs[n] = timed(runs[n], device)
                     wall[n].append(t)
                     cpu[n].append(c)
         tps = {n: B * new_tokens / statistics.median(wall[n]) for n in names}
@@ -118,7 +104,7 @@ def main() -> None:
                 floor()
         with torch.no_grad():
             floor()
-            floor_s = statistics.median(_time(floor50, device)[1 if device.type == "cpu" else 0]
+            floor_s = statistics.median(timed(floor50, device)[1 if device.type == "cpu" else 0]
                                         for _ in range(5)) / 50
         step_ms = {n: 1e3 * statistics.median(cpu[n] if device.type == "cpu" else wall[n]) / new_tokens
                    for n in names}

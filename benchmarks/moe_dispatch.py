@@ -17,13 +17,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nanoseek.benchmarking import write_result  # noqa: E402
+from nanoseek.benchmarking import sync, write_result  # noqa: E402
 from nanoseek.nn.moe import MoE, MoEConfig  # noqa: E402
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def race(fns: dict, device: str, warmup: int, iters: int) -> dict:
@@ -35,10 +30,10 @@ def race(fns: dict, device: str, warmup: int, iters: int) -> dict:
     best = {name: float("inf") for name in fns}
     for _ in range(iters):
         for name, fn in fns.items():
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             best[name] = min(best[name], time.perf_counter() - t0)
     return best
 

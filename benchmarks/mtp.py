@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nanoseek.benchmarking import write_result  # noqa: E402
+from nanoseek.benchmarking import timed, write_result  # noqa: E402
 from nanoseek.data import CharVocab, load_stories, window_batcher  # noqa: E402
 from nanoseek.generate import generate, generate_speculative_mtp  # noqa: E402
 from nanoseek.models.decoder import Decoder, DecoderConfig  # noqa: E402
@@ -37,19 +36,6 @@ CONFIGS = {
                  max_steps=1500, lr=1e-3, warmup_steps=100, eval_every=250, eval_batches=40,
                  n_prompts=20, prompt_len=64, new_tokens=192, deep_layers=12),
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(fn, device: torch.device):
-    _sync(device)
-    t0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    _sync(device)
-    return time.perf_counter() - t0, time.process_time() - c0, out
 
 
 def main() -> None:
@@ -97,9 +83,9 @@ def main() -> None:
             plain_wall = plain_cpu = spec_wall = spec_cpu = 0.0
             for p in prompts:
                 idx = torch.tensor([vocab.encode(p)], device=device)
-                w, c, ref = _timed(lambda: generate(model, idx, cfg["new_tokens"], temperature=0), device)
+                w, c, ref = timed(lambda: generate(model, idx, cfg["new_tokens"], temperature=0), device)
                 plain_wall, plain_cpu = plain_wall + w, plain_cpu + c
-                w, c, (out, stats) = _timed(
+                w, c, (out, stats) = timed(
                     lambda: generate_speculative_mtp(model, idx, cfg["new_tokens"], n_draft=n_draft), device)
                 spec_wall, spec_cpu = spec_wall + w, spec_cpu + c
                 same += bool(torch.equal(out, ref))

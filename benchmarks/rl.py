@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from minids.reasoning import arithmetic  # noqa: E402
-from nanoseek.benchmarking import write_result  # noqa: E402
+from nanoseek.benchmarking import sync, write_result  # noqa: E402
 from nanoseek.models.decoder import Decoder, DecoderConfig  # noqa: E402
 from nanoseek.rl.rollout import sample  # noqa: E402
 from nanoseek.rl.tasks import addition_task, sft_examples  # noqa: E402
@@ -50,11 +50,6 @@ RECIPES = {
 }
 QWEN25_05B = dict(vocab_size=151936, n_layer=24, n_embd=896, n_head=14, n_kv_head=2, intermediate_size=4864,
                   max_seq_len=1024, rope_theta=1e6, norm_eps=1e-6, qkv_bias=True, tie_embeddings=True)
-
-
-def sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def sft_policy(recipe: dict, vocab: TaskVocab, dev: torch.device) -> tuple[Decoder, float]:

@@ -49,3 +49,20 @@ def write_result(name: str, body_markdown: str, directory: str | Path = "benchma
     path = directory / f"{name}.md"
     path.write_text("\n".join(header) + "\n\n" + body_markdown.strip() + "\n", encoding="utf-8")
     return path
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for queued GPU work, so a timer measures it (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: torch.device | str):
+    """(wall seconds, this process's CPU seconds, result) of one call of fn()."""
+    import time
+
+    sync(device)
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    sync(device)
+    return time.perf_counter() - t0, time.process_time() - c0, out
