@@ -19,7 +19,7 @@ import torch
 from nanoseek.benchmarking import write_result
 from nanoseek.data import CharVocab, load_stories, window_batcher
 from nanoseek.models.gpt import GPT, GPTConfig
-from nanoseek.train import TrainConfig, evaluate, lr_at, make_optimizer, step_generator, train
+from nanoseek.train import TrainConfig, autocast, evaluate, lr_at, make_optimizer, step_generator, train  # noqa: E402
 
 CONFIGS = {
     "baby": dict(block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, batch_size=12, lr=1e-3),
@@ -36,7 +36,8 @@ def bare_loop(model, get_batch, cfg: TrainConfig, dev) -> float:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         x, y = (t.to(dev) for t in get_batch("train", step_generator(cfg.seed, step)))
-        _, loss = model(x, y)
+        with autocast(dev, cfg.precision):  # the same precision as nanoseek.train, for a fair comparison
+            _, loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()

@@ -10,6 +10,7 @@ therefore replays the same steps as an uninterrupted one, given the same weights
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,7 @@ class TrainConfig:
     ckpt_every: int = 0  # 0: only a final checkpoint (when ckpt_dir is given)
     seed: int = 1337
     device: str | None = None  # None: nanoseek.device()
+    precision: str = "auto"  # "auto": bf16 autocast on GPUs with bf16 tensor cores, else fp32; or "fp32", "bf16"
     progress: bool = True
 
     def __post_init__(self):
@@ -57,6 +59,19 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr must be > 0, got lr={self.lr!r}")
         if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"TrainConfig.min_lr must be in [0, lr], got min_lr={self.min_lr!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"TrainConfig.precision must be 'auto', 'fp32' or 'bf16', got precision={self.precision!r}")
+
+
+def autocast(dev: torch.device, precision: str = "auto"):
+    """The mixed-precision context of a training step (nanoGPT's recipe): matmuls in bf16, weights,
+    gradients and optimizer state in fp32. "auto" uses it only on GPUs with bf16 tensor cores (compute
+    capability 8.0+: A100, L4, H100...); on a CPU or a T4 it stays fp32, so CPU runs are bit-exact."""
+    use_bf16 = precision == "bf16" or (
+        precision == "auto" and dev.type == "cuda" and torch.cuda.get_device_capability(dev)[0] >= 8)
+    if not use_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -204,7 +219,8 @@ def train(
 
     def run_eval(step: int) -> None:
         result.eval_steps.append(step)
-        result.val_loss.append(evaluate(model, get_batch, cfg.eval_batches, seed=cfg.seed, loss_fn=loss_fn))
+        with autocast(dev, cfg.precision):
+            result.val_loss.append(evaluate(model, get_batch, cfg.eval_batches, seed=cfg.seed, loss_fn=loss_fn))
 
     if start == 0:
         run_eval(0)
@@ -218,7 +234,8 @@ def train(
             group["lr"] = lr
         batch = tuple(t.to(dev) for t in get_batch("train", step_generator(cfg.seed, step)))
         torch.manual_seed(cfg.seed + step)  # dropout and any sampling inside the model
-        loss, metrics = _split_loss(loss_fn(model, batch))
+        with autocast(dev, cfg.precision):
+            loss, metrics = _split_loss(loss_fn(model, batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
