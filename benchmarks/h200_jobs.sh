@@ -19,10 +19,11 @@ touch /tmp/h200_jobs.start
 job() {  # the command of one job
   case $1 in
     step_time) echo "python3 benchmarks/step_time.py --device cuda" ;;
+    probe_*) echo "python3 $1.py" ;;
     rl) echo "python3 benchmarks/rl.py --device cuda --skip-qwen" ;;
     mtp) echo "python3 benchmarks/mtp.py --device cuda" ;;
     sft) echo "python3 benchmarks/sft.py --device cuda --scale full" ;;
-    moe_balance) echo "python3 benchmarks/moe_balance.py --scale full --device cuda" ;;
+    moe_balance) echo "python3 benchmarks/moe_balance.py --scale full --device cuda --max-steps 2000 --dispatch grouped --log-dir $OUT" ;;
     ch*) echo "env NANOSEEK_SCALE=full python3 $(ls notebooks/${1#ch}_*.py)" ;;
     *) echo "false unknown job $1" ;;
   esac

@@ -45,7 +45,7 @@ METHODS = {
 }
 
 
-def run_one(scale: str, method: str, device: str, max_steps: int | None) -> dict:
+def run_one(scale: str, method: str, device: str, max_steps: int | None, dispatch: str = "sorted") -> dict:
     import torch
 
     from nanoseek import seed_everything
@@ -66,7 +66,8 @@ def run_one(scale: str, method: str, device: str, max_steps: int | None) -> dict
                 n_kv_head=c["n_head"], intermediate_size=4 * c["n_embd"], max_seq_len=c["block_size"], ffn="moe",
                 first_k_dense_replace=c["first_k_dense_replace"], n_routed_experts=c["n_routed_experts"],
                 num_experts_per_tok=c["num_experts_per_tok"], moe_intermediate_size=c["moe_intermediate_size"],
-                n_shared_experts=c["n_shared_experts"], n_group=c["n_group"], topk_group=c["topk_group"])
+                n_shared_experts=c["n_shared_experts"], n_group=c["n_group"], topk_group=c["topk_group"],
+                moe_dispatch=dispatch)
     seed_everything(1337)
     model = Decoder(DecoderConfig(**base, **METHODS[method](c)))
     hook = BiasUpdateHook()
@@ -76,6 +77,8 @@ def run_one(scale: str, method: str, device: str, max_steps: int | None) -> dict
         hook(step, model, metrics)
         if (step + 1) % c["eval_every"] == 0:
             val_vio.append((step + 1, [max_violation(r) for r in expert_load(model, val_batches)]))
+            print(f"{method}: step {step + 1}, {time.perf_counter() - t0:.0f} s, MaxVio_global by layer "
+                  f"{', '.join(f'{v:.2f}' for v in val_vio[-1][1])}", flush=True)
 
     t0 = time.perf_counter()
     result = train(model, get_batch, TrainConfig(max_steps=c["max_steps"], lr=c["lr"], warmup_steps=c["warmup_steps"],
@@ -96,10 +99,13 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--max-steps", type=int, default=None, help="override the config's steps (to fit a time limit)")
     ap.add_argument("--parallel", action="store_true", help="run the three methods as parallel processes")
+    ap.add_argument("--dispatch", default="sorted", choices=["sorted", "loop", "grouped"],
+                    help="token dispatch (grouped: one grouped matmul, fastest on a GPU)")
+    ap.add_argument("--log-dir", default=None, help="keep each parallel run's log there (default: discarded)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one method, print JSON
     args = ap.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(run_one(args.scale, args.one, args.device, args.max_steps)))
+        print("RESULT " + json.dumps(run_one(args.scale, args.one, args.device, args.max_steps, args.dispatch)))
         return
     rows = []
     if args.parallel or args.device == "cuda":
@@ -107,13 +113,23 @@ def main() -> None:
 
         for split in ("train", "val"):  # generate the corpus cache once, before the runs read it in parallel
             load_stories("en", split, scale=args.scale)
+        import torch
+
+        n_gpus = torch.cuda.device_count() if args.device == "cuda" else 0
         procs = []
-        for method in METHODS:
-            cmd = [sys.executable, __file__, "--scale", args.scale, "--device", args.device, "--one", method]
+        for i, method in enumerate(METHODS):
+            cmd = [sys.executable, __file__, "--scale", args.scale, "--device", args.device, "--one", method,
+                   "--dispatch", args.dispatch]
             if args.max_steps:
                 cmd += ["--max-steps", str(args.max_steps)]
-            log = tempfile.TemporaryFile(mode="w+")
-            procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()), log))
+            env = os.environ.copy()
+            if n_gpus > 1:  # spread the runs over the GPUs
+                env["CUDA_VISIBLE_DEVICES"] = str(i % n_gpus)
+            if args.log_dir:
+                log = open(Path(args.log_dir) / f"moe_balance_{i}.log", "w+")
+            else:
+                log = tempfile.TemporaryFile(mode="w+")
+            procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
         for proc, log in procs:
             proc.wait()
             log.seek(0)
@@ -137,7 +153,7 @@ def main() -> None:
         f"{c['moe_intermediate_size']}, top-{c['num_experts_per_tok']}, {c['topk_group']} of {c['n_group']} groups) "
         f"+ {c['n_shared_experts']} shared; {p['total']:,} parameters, {p['active']:,} active per token; "
         f"{rows[0]['steps']} steps of {c['batch_size']}x{c['block_size']} characters of minids stories; "
-        f"aux loss alpha {c['aux_alpha']} (Switch form), loss-free gamma {c['gamma']}.",
+        f"aux loss alpha {c['aux_alpha']} (Switch form), loss-free gamma {c['gamma']}; {args.dispatch} dispatch.",
         "",
         "| balancing | val loss (nats/char) | perplexity | MaxVio_global (val, mean over layers) | "
         "MaxVio_global per layer | MaxVio_batch (train, last 20%) | seconds | tokens/s |",

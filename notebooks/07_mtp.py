@@ -389,10 +389,10 @@ print(f"{len(from_draft)} of {out.shape[1] - P} new characters came from accepte
 # %%
 st1 = next(st for D, n, st, _ in rows if D == 1 and n == 1)
 plain1 = next(s for D, n, _, s in rows if D == 1 and n == 1)
-print("| quantity | DeepSeek-V3 (paper) | ours (D=1, tiny) |\n| --- | --- | --- |")
+print(f"| quantity | DeepSeek-V3 (paper) | ours (D=1, {nanoseek.scale()}) |\n| --- | --- | --- |")
 print(f"| acceptance of the 2nd token | 85–90% | {st1.acceptance_rate:.0%} |")
 print(f"| tokens per main forward | ≈1.85–1.9 (= 1 + p) | {st1.tokens_per_forward:.2f} |")
-print(f"| speedup in tokens/s | 1.8x | {plain1 / st1.seconds:.2f}x (CPU wall-clock) |")
+print(f"| speedup in tokens/s | 1.8x | {plain1 / st1.seconds:.2f}x ({device().type.upper()} wall-clock) |")
 assert abs(st1.tokens_per_forward - (1 + st1.acceptance_rate)) < 0.05  # 1 + p, up to the last round's budget cut
 assert st1.acceptance_rate > 0.2
 
@@ -510,9 +510,11 @@ if MtpLayer is not None:  # parity: transformers' MtpLayer around a random Qwen2
     h_prev, emb = torch.randn(2, 7, 32), torch.randn(2, 7, 32)
     pos = torch.arange(7)[None].expand(2, 7)
     mask = torch.full((7, 7), float("-inf")).triu(1)[None, None].expand(2, 1, 7, 7)
+    import inspect  # the cache argument is `cache` in newer transformers, `past_key_values` in older ones
+    no_cache = {"past_key_values" if "past_key_values" in inspect.signature(hf_layer.forward).parameters else "cache": None}
     with torch.no_grad():
         theirs = hf_layer(emb, h_prev, position_embeddings=Qwen2RotaryEmbedding(hc)(emb, pos), attention_mask=mask,
-                          position_ids=pos, cache=None)
+                          position_ids=pos, **no_cache)
     print("transformers MtpLayer:", [n for n, _ in hf_layer.named_children()])
     print("nanoseek MTPModule:   ", [n for n, _ in ours.named_children()])
     torch.testing.assert_close(ours(h_prev, emb), theirs, atol=1e-5, rtol=1e-5)
