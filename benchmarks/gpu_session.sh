@@ -2,8 +2,8 @@
 # The GPU measurements of the book, in one call on one H200 (the `device` tool's machine: Python 3.12,
 # torch 2.11+cu130, transformers 5.17, triton 3.6, no network). Run from the repository root:
 #   bash benchmarks/gpu_session.sh OUTDIR
-# Phase A runs the speed benchmarks one at a time, so each has the GPU to itself. Phase B runs the
-# full-scale learning runs side by side on the same GPU (their wall times are therefore upper bounds).
+# It runs the speed benchmarks one at a time, so each has the GPU to itself. The full-scale learning runs
+# are benchmarks/h200_jobs.sh (side by side on one GPU they ran out of time).
 # Notebook tooling (nbclient, ipykernel, ipywidgets, jupytext) travels as wheels in .whl/ when absent.
 set -u
 OUT=${1:?usage: gpu_session.sh OUTDIR}
@@ -23,17 +23,11 @@ run() { local name=$1 limit=$2; shift 2; local s=$(date +%s)
   timeout "$limit" "$@" > "$OUT/logs/$name.log" 2>&1; local rc=$?
   echo "$name rc=$rc $(( $(date +%s) - s ))s" | tee -a "$OUT/logs/summary.txt"; }
 
-# Phase A: speed, one at a time
+# speed, one at a time
 run train_throughput 100 python3 benchmarks/train_throughput.py --config full --device cuda --steps 300
 run decode 120 python3 benchmarks/decode.py --device cuda
 run moe_dispatch 80 python3 benchmarks/moe_dispatch.py --device cuda
 
-# Phase B: full-scale learning runs, side by side
-run ch01_full 330 python3 tools/execute.py notebooks/01_nanogpt.py --scale full --out "$OUT/full" &
-run mtp 330 python3 benchmarks/mtp.py --device cuda &
-run rl 330 python3 benchmarks/rl.py --device cuda --skip-qwen &
-run moe_balance 330 python3 benchmarks/moe_balance.py --scale full --device cuda --max-steps 1500 &
-run sft_full 330 python3 benchmarks/sft.py --device cuda --scale full &
-wait
+# The full-scale learning runs: benchmarks/h200_jobs.sh, one queue per GPU (results in h200_full_runs.md)
 echo "total $(( $(date +%s) - t0 ))s" | tee -a "$OUT/logs/summary.txt"
 cp -r benchmarks/results "$OUT/results"

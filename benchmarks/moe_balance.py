@@ -33,7 +33,7 @@ CFGS = {
                  eval_every=25, eval_batches=8, aux_alpha=0.01, gamma=0.01),
     "full": dict(block_size=256, n_layer=6, n_head=6, n_embd=384, first_k_dense_replace=1,
                  n_routed_experts=64, num_experts_per_tok=6, moe_intermediate_size=128, n_shared_experts=2,
-                 n_group=8, topk_group=4, batch_size=64, max_steps=3000, lr=1e-3, warmup_steps=100,
+                 n_group=8, topk_group=4, batch_size=64, max_steps=2000, lr=1e-3, warmup_steps=100,
                  eval_every=250, eval_batches=40, aux_alpha=0.001, gamma=0.001),
 }
 METHODS = {

@@ -27,7 +27,7 @@
 # | scale | model | runs on | time | memory |
 # | --- | --- | --- | --- | --- |
 # | `tiny` (default) | 4 layers, 128 wide, 64 context (0.8M parameters) | 2-core laptop CPU | under a minute (44 s measured) | < 1 GB |
-# | `full` (`NANOSEEK_SCALE=full`) | 6 layers, 384 wide, 256 context (10.7M parameters) | one H200 | training 3 minutes (450K tokens/s, measured); T4 not measured | < 4 GB |
+# | `full` (`NANOSEEK_SCALE=full`) | 6 layers, 384 wide, 256 context (10.7M parameters) | one H200 | whole notebook 111 s, training 73 s at 1.1M tokens/s in bf16 autocast (measured: `benchmarks/results/h200_full_runs.md`); T4 not measured | < 4 GB |
 #
 # **What you will learn**
 # - to measure a language model by its loss in nats per token, starting from a bigram baseline;
@@ -419,7 +419,7 @@ plt.show()
 # nanoGPT's `train_shakespeare_char.py` (the `full` configuration here) reports a validation loss of about
 # 1.47 nats/char on Shakespeare after 5,000 iterations. Our corpus is different (simpler, synthetic stories),
 # so the numbers are not comparable one to one. At `full` scale on an H200 this notebook's model reached
-# 0.113 nats/char after 5,000 steps (3 minutes of training; `benchmarks/results/h200_session.md`): far below
+# 0.113 nats/char after 5,000 steps (73 s of training in bf16 autocast; `benchmarks/results/h200_full_runs.md`): far below
 # Shakespeare's 1.47, because our stories come from a small generator and repeat a great deal. The
 # comparison that transfers is against the counting baseline on the same data:
 

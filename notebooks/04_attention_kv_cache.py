@@ -29,7 +29,7 @@
 # | scale | models | runs on | time | memory |
 # | --- | --- | --- | --- | --- |
 # | `tiny` (default) | three 2-layer, 128-wide decoders (0.4M parameters), 300 steps each | 2-core laptop CPU | 60–100 s measured (one torch thread; 3.5 min when the machine was shared with many jobs) | < 1 GB |
-# | `full` (`NANOSEEK_SCALE=full`) | three 6-layer, 384-wide decoders (8M parameters), 3,000 steps each | one GPU (T4 / H200) | not measured yet | < 4 GB |
+# | `full` (`NANOSEEK_SCALE=full`) | three 6-layer, 384-wide decoders (8M parameters), 3,000 steps each | one GPU (T4 / H200) | 258 s on one H200 in bf16 autocast (`benchmarks/results/h200_full_runs.md`); T4 not measured | < 4 GB |
 #
 # **What you will learn**
 # - why generating text is limited by memory traffic rather than arithmetic, measured;

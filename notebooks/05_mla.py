@@ -29,7 +29,7 @@
 # | scale | what runs | runs on | time | memory |
 # | --- | --- | --- | --- | --- |
 # | `tiny` (default) | one 512-wide MLA layer timed at 128–2,048 tokens; five 2-layer, 96-wide models trained 160 steps | 2-core laptop CPU | about 2 minutes | < 1 GB |
-# | `full` (`NANOSEEK_SCALE=full`) | a 2,048-wide layer timed up to 16K tokens; five 6-layer, 384-wide models trained 2,000 steps | one GPU (T4 / H200) | not measured yet | < 8 GB |
+# | `full` (`NANOSEEK_SCALE=full`) | a 2,048-wide layer timed up to 16K tokens; five 6-layer, 384-wide models trained 2,000 steps | one GPU (T4 / H200) | about 5 minutes on one H200: each training run takes 40–55 s (`benchmarks/results/h200_full_runs.md`; that call's 4-minute limit stopped the fifth run); T4 not measured | < 8 GB |
 #
 # The H200 numbers quoted in this chapter come from `benchmarks/mla_decode.py` (DeepSeek-V3's real attention
 # shapes), recorded in `benchmarks/results/mla_decode.md`.

@@ -28,7 +28,7 @@
 # | scale | policy | task | runs on | time | memory |
 # | --- | --- | --- | --- | --- | --- |
 # | `tiny` (default) | 2-layer, 64-wide decoder (0.1M parameters), character vocabulary | 2-digit addition | 2-core CPU | 120–154 s measured on a shared 2-core CPU (load ≈ 10), of which 42 s CPU time | 0.5 GB peak (measured below) |
-# | `full` (`NANOSEEK_SCALE=full`) | 4-layer, 256-wide decoder; then Qwen2.5-0.5B-Instruct (fp32 weights, AdamW) | 3-digit addition; 3-digit + − × | one GPU with ≥ 24 GB (A100, L4, H200; a 16 GB T4 is too small for the Qwen section) | tens of minutes (H200 step times: `benchmarks/results/rl_cuda.md`) | ≈ 20 GB (estimate: fp32 weights, gradients, AdamW state and the reference copy alone are 10 GB) |
+# | `full` (`NANOSEEK_SCALE=full`) | 4-layer, 256-wide decoder; then Qwen2.5-0.5B-Instruct (fp32 weights, AdamW) | 3-digit addition; 3-digit + − × | one GPU with ≥ 24 GB (A100, L4, H200; a 16 GB T4 is too small for the Qwen section) | the nanoseek-policy part: about 2 minutes on an H200 (`benchmarks/results/rl_cuda.md`: GRPO 14.6% → 100% held-out accuracy in 60 steps); the Qwen part: tens of minutes (estimate, not run here: no network on our GPU machine) | ≈ 20 GB (estimate: fp32 weights, gradients, AdamW state and the reference copy alone are 10 GB) |
 #
 # **What you will learn**
 # - to write **rule rewards (规则奖励)** for format and accuracy that treat model output as hostile input;
