@@ -19,7 +19,7 @@ touch /tmp/h200_jobs.start
 job() {  # the command of one job
   case $1 in
     step_time) echo "python3 benchmarks/step_time.py --device cuda" ;;
-    probe_*) echo "python3 $1.py" ;;
+    moe_probe) echo "python3 benchmarks/moe_probe.py" ;;
     rl) echo "python3 benchmarks/rl.py --device cuda --skip-qwen" ;;
     mtp) echo "python3 benchmarks/mtp.py --device cuda" ;;
     sft) echo "python3 benchmarks/sft.py --device cuda --scale full" ;;
