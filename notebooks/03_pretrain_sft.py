@@ -403,15 +403,28 @@ print(f"the pretrained model reuses the introduced name in {copied} of {len(name
 # to teach the format. The `tiny` column below is this run; the `full` column is that record:
 
 # %%
-FULL_H200 = {  # NANOSEEK_SCALE=full, one H200, bf16 autocast, whole notebook 171 s (benchmarks/results/h200_full_runs.md)
-    "pretraining val loss (nats/token)": "8.40 -> 0.40",
-    "pretrained model reuses the introduced name": "8 of 8",
-    "answer accuracy: pretrained / SFT masked / SFT unmasked": "0.00 / 0.97 / 0.94",
-    "SFT masked, by task": "friend 0.98, hero 1.00, object 1.00, place 1.00, rewrite 0.68",
-    "rewrite accuracy, SFT unmasked": "0.48",
-    "held-out answer loss: pretrained / masked / unmasked": "9.159 / 0.120 / 0.141",
-    "template / EOT share after SFT (masked)": "1.00 / 1.00",
-}
+import re
+from pathlib import Path
+
+# The `full` column is read from the log of this notebook's own run at NANOSEEK_SCALE=full on one H200
+# (bf16 autocast, 171 s; summary in benchmarks/results/h200_full_runs.md), not typed in.
+log_path = Path(nanoseek.__file__).resolve().parents[1] / "benchmarks" / "results" / "logs" / "ch03_full_h200.log"
+FULL_H200 = {}
+if log_path.exists():
+    log = log_path.read_text(encoding="utf-8")
+    rows = {m[0]: m[1:] for m in re.findall(r"^\| (pretrained|masked|unmasked) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) "
+                                             r"\| [\d.]+ \| (.+) \|$", log, re.M)}
+    losses = re.search(r"\{'pretrained': ([\d.]+), 'masked': ([\d.]+), 'unmasked': ([\d.]+)\}", log).groups()
+    FULL_H200 = {
+        "pretraining val loss (nats/token)": re.search(r"^val loss ([\d.]+ -> [\d.]+) nats/token", log, re.M)[1],
+        "pretrained model reuses the introduced name": re.search(r"introduced name in (\d+ of \d+)", log)[1],
+        "answer accuracy: pretrained / SFT masked / SFT unmasked":
+            " / ".join(rows[k][2] for k in ("pretrained", "masked", "unmasked")),
+        "SFT masked, by task": rows["masked"][3],
+        "rewrite accuracy, SFT unmasked": re.search(r"rewrite ([\d.]+)", rows["unmasked"][3])[1],
+        "held-out answer loss: pretrained / masked / unmasked": " / ".join(f"{float(v):.3f}" for v in losses),
+        "template / EOT share after SFT (masked)": f"{rows['masked'][0]} / {rows['masked'][1]}",
+    }
 tiny_now = {
     "pretraining val loss (nats/token)": f"{pretrain.val_loss[0]:.2f} -> {pretrain.final_val_loss:.2f}",
     "pretrained model reuses the introduced name": f"{copied} of {len(names)}",
@@ -423,8 +436,8 @@ tiny_now = {
     "template / EOT share after SFT (masked)": f"{sft['template']:.2f} / {sft['eot']:.2f}",
 }
 print(f"| | this run ({nanoseek.scale()}, {device()}) | full, one H200 |\n| --- | --- | --- |")
-for k, v in FULL_H200.items():
-    print(f"| {k} | {tiny_now[k]} | {v} |")
+for k, v in tiny_now.items():
+    print(f"| {k} | {v} | {FULL_H200.get(k, 'no record here')} |")
 
 # %% [markdown]
 # With a pretrained model that copies, SFT takes every question type to 0.98 or more and even rewrites to
