@@ -1,0 +1,21 @@
+from nanoseek import benchmarking as bm
+
+
+def test_write_and_read_result_roundtrip(tmp_path, monkeypatch):
+    bm.write_result("probe", "| a |\n| 1 |", directory=tmp_path, data={"seconds": 12.5})
+    monkeypatch.setattr(bm, "results_dir", lambda: tmp_path)
+    record = bm.read_result("probe")
+    assert record["data"] == {"seconds": 12.5} and "date" in record and "command" in record
+    assert bm.read_result("never-recorded") is None
+    assert (tmp_path / "probe.md").read_text().startswith("# probe")
+
+
+def test_budget_table_reads_the_records(tmp_path, monkeypatch):
+    (tmp_path / "notebook_times.md").write_text(
+        "| notebook | seconds | budget (120 s) | result |\n| --- | --- | --- | --- |\n"
+        "| 01_nanogpt.ipynb | 66 | ok | passed |\n")
+    bm.write_result("ch01_full", "x", directory=tmp_path, data={"seconds": 111.0})
+    monkeypatch.setattr(bm, "results_dir", lambda: tmp_path)
+    text = bm.budget_table("01_nanogpt", tiny="a", full="b", full_record="ch01_full")
+    assert "66 s" in text and "111 s" in text
+    assert "not recorded yet" in bm.budget_table("99_none", tiny="a", full="b", full_record="missing")
