@@ -24,7 +24,7 @@ job() {  # the command of one job
     mtp) echo "python3 benchmarks/mtp.py --device cuda" ;;
     sft) echo "python3 benchmarks/sft.py --device cuda --scale full" ;;
     moe_balance) echo "python3 benchmarks/moe_balance.py --scale full --device cuda --max-steps 2000 --dispatch grouped --log-dir $OUT" ;;
-    ch*) echo "env NANOSEEK_SCALE=full python3 $(ls notebooks/${1#ch}_*.py)" ;;
+    ch*) echo "python3 tools/run_full.py $(ls notebooks/${1#ch}_*.py)" ;;
     *) echo "false unknown job $1" ;;
   esac
 }
