@@ -14,30 +14,42 @@
 # ---
 
 # %% [markdown]
-# # Chapter 10: RL for reasoning — from PPO to GRPO
+# # Chapter 10: RL for reasoning — from PPO to GRPO, and an R1-Zero moment
 #
 # DeepSeek-R1-Zero learned to reason with no reasoning demonstrations at all: a base model, a question, a
 # program that checks the final answer, and **group relative policy optimization (组相对策略优化, GRPO)**,
-# the PPO variant that DeepSeekMath introduced to drop PPO's critic. In this chapter we build that recipe
-# piece by piece (rule rewards that a model cannot hack, group advantages, the clipped objective with its KL
-# term) and run it on a policy small enough to watch it learn on a laptop CPU in under a minute, next to
-# REINFORCE and PPO. The same loop then runs unchanged on Qwen2.5-0.5B-Instruct on a GPU.
+# the PPO variant that DeepSeekMath introduced to drop PPO's critic. Its signature is that responses grow
+# longer as accuracy climbs: the model discovers that writing its work out pays. In this chapter we build
+# that recipe piece by piece (rule rewards that a model cannot hack, group advantages, the clipped objective
+# with its KL term) and watch the same thing happen on a laptop CPU: a policy that mostly answers at once
+# learns, from the reward alone, to think in writing. Then REINFORCE and PPO at an equal budget, the
+# Dr. GRPO and DAPO variants and Kimi k1.5's length reward, each measured over seeds. The same loop then
+# runs unchanged on Qwen2.5-0.5B-Instruct on a GPU.
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/nanoseek/nanoseek/blob/main/notebooks/10_grpo.ipynb)
 #
-# | scale | policy | task | runs on | time | memory |
-# | --- | --- | --- | --- | --- | --- |
-# | `tiny` (default) | 2-layer, 64-wide decoder (0.1M parameters), character vocabulary | 2-digit addition | 2-core CPU | 120–154 s measured on a shared 2-core CPU (load ≈ 10), of which 42 s CPU time | 0.5 GB peak (measured below) |
-# | `full` (`NANOSEEK_SCALE=full`) | 4-layer, 256-wide decoder; then Qwen2.5-0.5B-Instruct (fp32 weights, AdamW) | 3-digit addition; 3-digit + − × | one GPU with ≥ 24 GB (A100, L4, H200; a 16 GB T4 is too small for the Qwen section) | the nanoseek-policy part: about 2 minutes on an H200 (`benchmarks/results/rl_cuda.md`: GRPO 14.6% → 100% held-out accuracy in 60 steps); the Qwen part: tens of minutes (estimate, not run here: no network on our GPU machine) | ≈ 20 GB (estimate: fp32 weights, gradients, AdamW state and the reference copy alone are 10 GB) |
-#
+# The budget below is read from the records (`benchmarks/results/`): the `tiny` time from the last `make
+# test`, the `full` time from the GPU run.
+
+# %%
+from IPython.display import Markdown, display
+from nanoseek.benchmarking import budget_table
+
+display(Markdown(budget_table(
+    "10_grpo", tiny="2-layer, 64-wide decoder (0.1M parameters); 3-digit addition; then a tiny random Qwen2",
+    full="4-layer, 256-wide decoder, 4-digit addition; then Qwen2.5-0.5B-Instruct (needs the hub and ≥ 24 GB)",
+    full_record="10_grpo_full")))
+
+# %% [markdown]
 # **What you will learn**
 # - to write **rule rewards (规则奖励)** for format and accuracy that treat model output as hostile input;
 # - to derive the policy gradient, then PPO's clipped objective, then GRPO's group baseline, and to say
 #   what the critic costs;
 # - to build the GRPO loss term by term (ratio, clip-low/clip-high, k3 KL, three ways to average tokens)
 #   and check it against the package;
-# - to run GRPO, REINFORCE and PPO on the same rollouts budget and read their curves;
-# - to switch the DAPO and Dr. GRPO variants on and off and measure what each changes.
+# - to reproduce R1-Zero's growing responses at toy scale, and to measure why they grow;
+# - to compare GRPO, REINFORCE and PPO fairly (equal rollouts, equal updates, seeds), and to switch on
+#   Dr. GRPO, DAPO's dynamic sampling and overlong shaping, and Kimi k1.5's length reward.
 
 # %%
 # Setup: on Colab, install nanoseek (Colab keeps its own torch). Locally, `make lab` has done this.
@@ -62,28 +74,30 @@ print("nanoseek", nanoseek.__version__, "| torch", torch.__version__, "| device:
 
 # %% [markdown]
 # ## The configuration
-# One cell decides the scale. `tiny` adds two-digit numbers with a 0.1M-parameter policy; `full` adds
-# three-digit numbers with a larger one, and runs the last section on the real Qwen2.5-0.5B-Instruct.
+# One cell decides the scale. `tiny` adds three-digit numbers with a 0.1M-parameter policy; `full` adds
+# four-digit numbers with a larger one, and runs the last section on the real Qwen2.5-0.5B-Instruct. The
+# seeded comparisons later in the chapter come from `benchmarks/r1_zero.py`, which runs the same recipe
+# (its record is `CFG["record"]`).
 # Tiny models run faster on one CPU thread than on two (the work per operation is too small to split),
 # and one thread also makes every number below reproducible to the last bit.
 
 # %%
 CFG = pick(
-    tiny=dict(threads=1, digits=2, eval_n=200, seed=0,
-              model=dict(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, intermediate_size=192, max_seq_len=40),
-              sft=dict(rows=4000, p_careful=0.3, steps=300, batch_size=64, lr=3e-3),
-              rl=dict(steps=20, prompts_per_step=16, group_size=8, max_new_tokens=28, lr=1e-4,
+    tiny=dict(threads=1, digits=3, eval_n=200, seed=0, probe_every=5,
+              model=dict(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, intermediate_size=192, max_seq_len=48),
+              sft=dict(rows=4000, p_trace=0.3, steps=1200, batch_size=64, lr=3e-3),
+              rl=dict(steps=20, prompts_per_step=16, group_size=8, max_new_tokens=40, lr=1e-4,
                       inner_epochs=2, beta=0.04, eval_every=5),
-              compare_steps=10,
+              record="r1_zero",
               qwen=dict(name=None, task="arithmetic", task_options=dict(digits=2, ops="+"), eval_n=8,
                         rl=dict(steps=2, prompts_per_step=2, group_size=4, max_new_tokens=16, lr=1e-4,
                                 eval_every=2))),
-    full=dict(threads=None, digits=3, eval_n=500, seed=0,
+    full=dict(threads=None, digits=4, eval_n=500, seed=0, probe_every=10,
               model=dict(n_layer=4, n_embd=256, n_head=8, n_kv_head=2, intermediate_size=704, max_seq_len=64),
-              sft=dict(rows=20000, p_careful=0.3, steps=1500, batch_size=128, lr=1e-3),
-              rl=dict(steps=60, prompts_per_step=32, group_size=8, max_new_tokens=40, lr=5e-5,
-                      inner_epochs=2, beta=0.04, eval_every=5),
-              compare_steps=20,
+              sft=dict(rows=20000, p_trace=0.3, steps=1500, batch_size=128, lr=1e-3),
+              rl=dict(steps=60, prompts_per_step=32, group_size=8, max_new_tokens=52, lr=5e-5,
+                      inner_epochs=2, beta=0.04, eval_every=10),
+              record="r1_zero_full",
               qwen=dict(name="Qwen/Qwen2.5-0.5B-Instruct", task="arithmetic",
                         task_options=dict(digits=3, ops="+-*"), eval_n=200,
                         rl=dict(steps=100, prompts_per_step=16, group_size=8, max_new_tokens=300, lr=1e-6,
@@ -265,33 +279,40 @@ for agg, value in inline.items():
     print(f"agg={agg:<8} loss {float(value):+.4f}  (package: {float(pkg):+.4f})")
 
 # %% [markdown]
-# ## The policy: a tiny decoder, warmed up by a sloppy teacher
+# ## The policy: a tiny decoder that mostly answers at once
 # Our policy is chapter 4's `Decoder` with a character vocabulary over the task's alphabet, in which the
 # four tags are single tokens (as special tokens are in a real tokenizer). R1-Zero started from a base model
-# that could already sometimes solve the problems; ours must too, or every group scores 0 and GRPO has
-# nothing to learn from. So we **warm it up with supervised fine-tuning (监督微调, SFT)** on demonstrations
-# in the R1 format. The demonstrations think column by column, least significant digit first:
+# that could already, now and then, reason its way to an answer; ours must too, or RL has nothing to
+# reinforce. So we **warm it up with supervised fine-tuning (监督微调, SFT)** on a mixture that a base model's
+# habits resemble: most demonstrations answer at once, with an empty think block, and a few work the sum out
+# column by column, least significant digit first (digit + digit + carry-in = two-digit sum):
 
 # %%
-from nanoseek.rl.tasks import addition_demo, addition_task, sft_examples
+from nanoseek.rl.tasks import addition_demo, addition_task, direct_demo, mixture_examples, worked
 from nanoseek.rl.vocab import TaskVocab
 
 vocab = TaskVocab("0123456789+-=,")
-row = {"a": 46, "b": 35}
-print("careful teacher: 46+35=" + addition_demo(row, carry=True))
-print("sloppy teacher:  46+35=" + addition_demo(row, carry=False))
+row = {"a": 468, "b": 357}
+print("direct answer: 468+357=" + direct_demo(row))
+print("worked trace:  468+357=" + addition_demo(row, carry=True))
 print(f"vocabulary: {len(vocab)} tokens:", vocab.itos)
+show(worked)
 
 # %% [markdown]
-# The catch: 70% of our demonstrations come from a *sloppy* teacher who never carries. Problems without a
-# carry come out right either way; the others are right only when the policy happens to carry. Imitation
-# cannot fix this (the policy copies the teacher's mix); a reward that checks the answer can. We train the
-# warm-up once and cache it with `nanoseek.zoo.load_or_train`.
+# Why would thinking pay? The answer is written most significant digit first, but a carry travels from the
+# right: to write the first digit at once, a 2-layer model must resolve the whole carry chain in one
+# forward pass. The trace writes the columns in the order the carries flow, so each step is local: add two
+# digits and a carry that sits a few tokens back. `worked` above is the book's rule for "shows its work";
+# we count it on sampled responses. With `CFG["sft"]["p_trace"]` of the demonstrations worked, we train
+# the warm-up once and cache it with `nanoseek.zoo.load_or_train`; `warm_up` puts the loss on the response
+# tokens only.
 
 # %%
 from nanoseek.models.decoder import Decoder, DecoderConfig
-from nanoseek.train import TrainConfig, train
+from nanoseek.rl.tasks import trace_stats, warm_up
 from nanoseek.zoo import load_or_train
+
+show(warm_up)
 
 
 def build_policy() -> Decoder:
@@ -302,48 +323,37 @@ def build_policy() -> Decoder:
 def sft_warmup(model: Decoder) -> dict:
     s = CFG["sft"]
     rows = arithmetic("train", s["rows"], CFG["seed"], digits=CFG["digits"])
-    seqs, prompt_lens = sft_examples(rows, vocab, s["p_careful"], seed=CFG["seed"])
-    L = max(map(len, seqs))
-    X = torch.full((len(seqs), L), vocab.pad_id)
-    Y = torch.full((len(seqs), L), -100)                 # loss only on the response tokens
-    for i, (seq, p) in enumerate(zip(seqs, prompt_lens)):
-        X[i, :len(seq)] = torch.tensor(seq)
-        Y[i, p - 1:len(seq) - 1] = torch.tensor(seq[p:])
-
-    def get_batch(split: str, gen: torch.Generator):
-        ix = torch.randint(0, len(seqs), (s["batch_size"],), generator=gen)
-        return X[ix], Y[ix]
-
-    result = train(model, get_batch, TrainConfig(max_steps=s["steps"], lr=s["lr"], warmup_steps=20,
-                                                 weight_decay=0.0, eval_every=s["steps"], eval_batches=1))
-    return {"sft_loss": result.train_loss}
+    seqs, prompt_lens = mixture_examples(rows, vocab, s["p_trace"], seed=CFG["seed"])
+    return warm_up(model, seqs, prompt_lens, vocab.pad_id, s["steps"], s["batch_size"], s["lr"], seed=CFG["seed"])
 
 
 t0 = time.perf_counter()
-policy, info = load_or_train(f"ch10-addition-sft-{CFG['digits']}d", build_policy, sft_warmup, version="1")
+policy, info = load_or_train(f"ch10-r1zero-sft-{CFG['digits']}d", build_policy, sft_warmup, version="1")
 policy.to(device())
 print(f"SFT warm-up ready in {time.perf_counter() - t0:.1f} s; final SFT loss {info['sft_loss'][-1]:.3f}; "
       f"{sum(p.numel() for p in policy.parameters()):,} parameters")
 
 # %%
-from nanoseek.rl.trainer import evaluate
-
 task = addition_task(vocab, digits=CFG["digits"])
 max_new = CFG["rl"]["max_new_tokens"]
 base = copy.deepcopy(policy)                         # the SFT policy, kept for the comparisons below
-start = evaluate(policy, test_rows, task, max_new)
-start_sampled = evaluate(policy, test_rows, task, max_new, temperature=1.0, samples=8)
-carry_free = [r for r in test_rows if all(int(x) + int(y) < 10 for x, y in zip(str(r["a"])[::-1], str(r["b"])[::-1]))]
-print(f"held-out accuracy after SFT: greedy {start['accuracy']:.1%}, sampled (T=1, 8 samples each) "
-      f"{start_sampled['accuracy']:.1%}; problems with no carry at all: {len(carry_free) / len(test_rows):.0%}")
-assert 0.05 < start["accuracy"] < 0.6, "the warm-up should leave the policy low but not at zero"
+start = trace_stats(policy, test_rows, task, max_new, seed=CFG["seed"])
+print(f"after SFT, sampled at T=1 (4 per held-out problem): accuracy {start['accuracy']:.1%}, "
+      f"{start['worked_share']:.0%} of responses show their work, mean length {start['length']:.1f} tokens")
+print(f"  worked responses right: {start['acc_worked']:.1%} of {start['n_worked']:.0f}; "
+      f"direct answers right: {start['acc_direct']:.1%} of {start['n_direct']:.0f}")
+assert start["worked_share"] < 0.5, "the warm-up should mostly answer at once"
+assert start["acc_worked"] > start["acc_direct"] + 0.2, "working it out should already pay before RL"
 
 # %% [markdown]
-# ## GRPO
+# So the warm-up leaves a policy that can think but mostly does not, and thinking is already the better
+# bet. Nothing below rewards thinking or length: the reward is accuracy plus 0.1 × format, as in R1-Zero.
+#
+# ## GRPO, and the R1-Zero moment
 # The loop (`nanoseek.rl.trainer.train_rl`): each step draws 16 training problems, samples a group of 8
-# responses to each with the KV cache (`nanoseek.rl.rollout`), scores them with `r1_reward` (accuracy +
-# 0.1 × format), computes group advantages, and takes `inner_epochs` gradient steps on that batch with the
-# clipped loss and β = 0.04 against the frozen SFT policy.
+# responses to each with the KV cache (`nanoseek.rl.rollout`), scores them with `r1_reward`, computes group
+# advantages, and takes `inner_epochs` gradient steps on that batch with the clipped loss and β = 0.04
+# against the frozen SFT policy. Every `probe_every` steps a hook measures the held-out statistics.
 
 # %%
 from nanoseek.rl.rollout import rollout
@@ -354,43 +364,60 @@ show(rollout)
 # %%
 seed_everything(CFG["seed"])
 grpo_cfg = RLConfig(algo="grpo", seed=CFG["seed"], **CFG["rl"])
+probes = {0: start}
+
+
+def probe(step: int, model, metrics: dict) -> None:
+    if step % CFG["probe_every"] == 0 or step == grpo_cfg.steps:
+        probes[step] = trace_stats(model, test_rows, task, max_new, seed=CFG["seed"])
+        model.train()
+
+
 t0 = time.perf_counter()
-hist = train_rl(policy, task, grpo_cfg, eval_rows=test_rows)
+hist = train_rl(policy, task, grpo_cfg, eval_rows=test_rows, on_step=probe)
 grpo_seconds = time.perf_counter() - t0
-end = evaluate(policy, test_rows, task, max_new)
-end_sampled = evaluate(policy, test_rows, task, max_new, temperature=1.0, samples=8)
-print(f"GRPO: {grpo_cfg.steps} steps in {grpo_seconds:.1f} s; held-out accuracy, greedy "
-      f"{start['accuracy']:.1%} -> {end['accuracy']:.1%}; sampled at T=1 {start_sampled['accuracy']:.1%} -> "
-      f"{end_sampled['accuracy']:.1%}")
+end = probes[grpo_cfg.steps]
+print(f"GRPO: {grpo_cfg.steps} steps in {grpo_seconds:.1f} s")
+print(f"held-out, sampled: accuracy {start['accuracy']:.1%} -> {end['accuracy']:.1%}; mean length "
+      f"{start['length']:.1f} -> {end['length']:.1f} tokens ({end['length'] / start['length'] - 1:+.0%}); "
+      f"worked share {start['worked_share']:.0%} -> {end['worked_share']:.0%}")
 
 # %%
+steps = sorted(probes)
 fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
-axes[0].plot(hist.step, hist.metrics["reward"], label="reward (train rollouts)")
-axes[0].plot(hist.step, hist.metrics["accuracy"], label="accuracy (train rollouts)")
-axes[0].set_title("reward on the training rollouts")
+axes[0].plot(steps, [100 * probes[k]["accuracy"] for k in steps], "o-", color="C2", label="sampled")
+axes[0].plot(hist.eval_step, [100 * a for a in hist.eval["accuracy"]], "s--", color="C0", label="greedy")
+axes[0].set_title("held-out accuracy (%)")
 axes[0].legend()
-axes[1].plot(hist.eval_step, [100 * a for a in hist.eval["accuracy"]], "o-", color="C2")
-axes[1].set_title("held-out accuracy, greedy (%)")
-axes[2].plot(hist.step, hist.metrics["length"], color="C3")
-axes[2].set_title("response length (tokens)")
+axes[1].plot(hist.step, hist.metrics["length"], color="C3", label="training rollouts")
+axes[1].plot(steps, [probes[k]["length"] for k in steps], "o", color="C3", label="held-out")
+axes[1].set_title("response length (tokens)")
+axes[1].legend()
+axes[2].plot(steps, [100 * probes[k]["worked_share"] for k in steps], "o-", color="C1")
+axes[2].set_title("responses that show their work (%)")
 axes[3].plot(hist.step, hist.metrics["kl"], color="C4")
 axes[3].set_title("KL to the reference (k3, per token)")
 for ax in axes:
     ax.set_xlabel("GRPO step")
 plt.tight_layout()
 plt.show()
-gain = end["accuracy"] - start["accuracy"]
-assert gain >= 0.30, f"GRPO should lift held-out accuracy by tens of points; it gained {gain:.1%}"
-assert end_sampled["accuracy"] > start_sampled["accuracy"] + 0.10
-assert max(hist.metrics["kl"]) < 0.5, "the KL penalty keeps the policy near the reference"
+assert end["length"] >= 1.5 * start["length"], "responses should grow by half or more, as in Logic-RL"
+assert end["accuracy"] >= start["accuracy"] + 0.10, "accuracy should rise with the length"
+assert end["worked_share"] > start["worked_share"] + 0.3
+for stats in (start, end):
+    if stats["n_direct"] >= 20 and stats["n_worked"] >= 20:  # both kinds present in numbers worth comparing
+        assert stats["acc_worked"] > stats["acc_direct"], "the traces should be right more often"
 
 # %% [markdown]
-# The held-out accuracy rises by tens of points within a few steps: the policy learns to carry, which
-# imitation of the teacher could not teach it. The accuracy of the training rollouts (left) is lower than
-# the greedy held-out accuracy because rollouts are sampled at temperature 1, where a few uncertain digits
-# still go wrong; the sampled held-out accuracy printed above rises too, by less. The response length barely changes: our format has a fixed
-# length per problem (one more token when the sum gains a digit), unlike R1-Zero's free-form thinking whose
-# length grows during RL. Before and after, on the same held-out problems (greedy):
+# This is the R1-Zero moment in miniature. Read the four panels together: the share of responses that
+# work the sum out climbs towards all of them, the mean length follows it up, and accuracy rises with it.
+# The reward never mentioned length or traces; it only paid for right answers, and the worked responses
+# were right more often, so every group in which a worked response beat a direct one pushed the first
+# decision after `<think>` towards working. The greedy curve jumps once the most likely first token after
+# `<think>` flips from `</think>` to a digit; the sampled curve moves smoothly because it sees the shares.
+# Our responses can only grow to the length of one full trace: there is no room for the reflections and
+# re-checks R1-Zero invented, because our warm-up never showed a re-check and a 2-layer model does not
+# invent one. Before and after, on the same held-out problems (greedy):
 
 # %%
 def completions(model, rows):
@@ -399,109 +426,238 @@ def completions(model, rows):
     return [t for ro in out for t in ro.texts]
 
 
-shown = [r for r in test_rows if r not in carry_free][:4]
+shown = test_rows[:4]
 for row, before, after in zip(shown, completions(base, shown), completions(policy, shown)):
     ok = lambda text: "✓" if task.accuracy_fn(text, row) else "✗"  # noqa: E731
     print(f"{row['prompt']}\n  SFT : {ok(before)} {before}\n  GRPO: {ok(after)} {after}")
 
 # %% [markdown]
-# ## REINFORCE and PPO on the same rollout budget
-# Same SFT start, same prompts at every step (the prompt stream depends only on the seed and the step), same
-# number of sampled responses. REINFORCE uses the group mean as baseline and one gradient step per batch;
-# PPO trains a critic (a copy of the policy with a scalar head), shapes the reward with a per-token KL
-# penalty, and uses GAE. GRPO's numbers are read off the run above at the same step.
+# ### Two ways to estimate the KL: k1 and k3
+# The KL term is estimated per sampled token. The plain estimator k1 = log π(o) − log π_ref(o) is unbiased
+# but takes negative values and is noisy; Schulman's k3 = r − log r − 1 with r = π_ref/π is unbiased too and
+# never negative. On the responses the trained policy samples, against the exact per-token KL computed from
+# the full distributions:
+
+# %%
+import torch.nn.functional as F
+from nanoseek.rl.rollout import sequence_logprobs
+
+gen = torch.Generator(device=device()).manual_seed(CFG["seed"])
+ro = rollout(policy, test_rows[:64], task.prompt_fn, vocab.encode, vocab.decode, 4, max_new, vocab.eos_id,
+             vocab.pad_id, None, 1.0, None, gen)[0]
+with torch.no_grad():
+    logp = sequence_logprobs(policy, ro.prompt, ro.response)
+    ref_logp = sequence_logprobs(base, ro.prompt, ro.response)
+    full = torch.cat([ro.prompt, ro.response], 1)
+    P = ro.prompt.shape[1]
+    lp = F.log_softmax(policy(full)[0][:, P - 1:-1], -1)
+    lq = F.log_softmax(base(full)[0][:, P - 1:-1], -1)
+    exact = (lp.exp() * (lp - lq)).sum(-1)            # KL(pi || pi_ref) at each position, exactly
+m = ro.mask.bool()
+k1 = (logp - ref_logp)[m]
+k3 = (torch.exp(ref_logp - logp) - (ref_logp - logp) - 1)[m]
+print(f"{int(m.sum())} sampled tokens: exact KL per token {exact[m].mean():.4f}")
+print(f"  k1: mean {k1.mean():.4f}, std {k1.std():.4f}, min {k1.min():.4f} (negative on {float((k1 < 0).float().mean()):.0%} of tokens)")
+print(f"  k3: mean {k3.mean():.4f}, std {k3.std():.4f}, min {k3.min():.4f}")
+assert k3.min() >= -1e-6 and k1.min() < 0  # k3 >= 0 up to float rounding; k1 goes negative
+assert k3.std() < k1.std()
+
+# %% [markdown]
+# Both are unbiased in expectation, and k1's mean sits on the exact value. k3's mean comes out below it on
+# this sample: its ratio term π_ref/π has a heavy tail (tokens the reference likes far more than the policy
+# are rarely sampled), so a finite sample under-counts it. In exchange its spread is smaller here, and it is
+# never negative: k1's negative values are the reason GRPO uses k3 as a per-token penalty, since a negative
+# penalty would *reward* moving away from the reference on that token.
+#
+# ## Seeds: did the moment reproduce?
+# One run is an anecdote. `benchmarks/r1_zero.py` runs the same recipe from the same warm-up with three RL
+# seeds (prompts and samples differ), for GRPO and for every variant below, and records the held-out
+# statistics of each run; this cell reads that record.
+
+# %%
+from nanoseek.benchmarking import read_result
+from nanoseek.seeds import SeedSummary, table, verdict
+
+record = read_result(CFG["record"])
+
+
+def seeds_of(name: str, key: str) -> SeedSummary | None:
+    if record is None or name not in record["data"]["runs"]:
+        return None
+    runs_ = record["data"]["runs"][name]
+    return SeedSummary(tuple(r["end"][key] for r in runs_), tuple(r["seed"] for r in runs_))
+
+
+if record is None:
+    print(f"benchmarks/results/{CFG['record']}.json is not recorded yet: run benchmarks/r1_zero.py")
+else:
+    rec_start = record["data"]["start"]
+    print(f"record of {record['date']} ({record.get('gpu', record['cpu'])}), seeds {record['data']['seeds']}; "
+          f"after the warm-up: accuracy {rec_start['accuracy']:.3f}, length {rec_start['length']:.1f}, "
+          f"worked share {rec_start['worked_share']:.3f}")
+    display(Markdown(table({f"GRPO, end: {k}": seeds_of("grpo", k)
+                            for k in ("accuracy", "length", "worked_share")}, digits=3)))
+    grew = [r["end"]["length"] >= 1.5 * rec_start["length"] for r in record["data"]["runs"]["grpo"]]
+    rose = [r["end"]["accuracy"] > rec_start["accuracy"] for r in record["data"]["runs"]["grpo"]]
+    print(f"length grew by half or more in {sum(grew)} of {len(grew)} seeds; accuracy rose in {sum(rose)} of {len(rose)}")
+
+# %% [markdown]
+# ## REINFORCE and PPO at an equal budget
+# A fair comparison holds two things equal: the rollouts (same prompts, same number of sampled responses
+# per step) and the gradient updates. GRPO as configured above takes 2 updates per batch (2 inner epochs)
+# where REINFORCE takes 1, so for this comparison every algorithm takes 2 updates a step (1 epoch, 2
+# minibatches): `grpo_eq`, `reinforce_eq`, `ppo_eq` in the record. REINFORCE uses the group mean as
+# baseline; PPO trains a critic (a copy of the policy with a scalar head), shapes the reward with a per-token
+# KL penalty, and uses GAE. A winner is named only when the seed ranges do not overlap (`nanoseek.seeds`).
 
 # %%
 from nanoseek.rl.ppo import ValueModel
 
-n_cmp = CFG["compare_steps"]
-runs = {}
-for algo in ("reinforce", "ppo"):
-    model = copy.deepcopy(base)
-    cfg = RLConfig(**{**CFG["rl"], "algo": algo, "steps": n_cmp, "eval_every": n_cmp, "seed": CFG["seed"]})
-    runs[algo] = train_rl(model, task, cfg, eval_rows=test_rows)
-i = hist.eval_step.index(n_cmp)
 n_policy = sum(p.numel() for p in base.parameters())
 n_critic = sum(p.numel() for p in ValueModel(base).parameters())
-rows_cmp = {
-    "grpo": (hist.eval["accuracy"][i], sum(hist.metrics["time_step"][:n_cmp]) / n_cmp, n_policy),
-    "reinforce": (runs["reinforce"].eval["accuracy"][-1], sum(runs["reinforce"].metrics["time_step"]) / n_cmp, n_policy),
-    "ppo": (runs["ppo"].eval["accuracy"][-1], sum(runs["ppo"].metrics["time_step"]) / n_cmp, n_policy + n_critic),
-}
-print(f"after {n_cmp} steps x {CFG['rl']['prompts_per_step'] * CFG['rl']['group_size']} responses each:")
-print(f"{'algorithm':<10} {'held-out acc':>12} {'s / step':>9} {'trained params':>15}")
-for name, (acc, sec, params) in rows_cmp.items():
-    print(f"{name:<10} {acc:>12.1%} {sec:>9.2f} {params:>15,}")
+print(f"trained parameters: GRPO and REINFORCE {n_policy:,}; PPO {n_policy + n_critic:,} (policy + critic)")
 assert n_critic > 0.95 * n_policy  # the critic is a second policy-sized network (its head is 1 wide, not V)
-assert all(acc > start["accuracy"] for acc, _, _ in rows_cmp.values())
-
-# %%
-fig, ax = plt.subplots(figsize=(6, 3.5))
-ax.plot(hist.step[:n_cmp], hist.metrics["accuracy"][:n_cmp], label="GRPO")
-for name, h in runs.items():
-    ax.plot(h.step, h.metrics["accuracy"], label=name.upper() if name == "ppo" else "REINFORCE")
-ax.set_xlabel("step")
-ax.set_ylabel("accuracy on the step's rollouts")
-ax.set_title("Same rollouts budget, three algorithms")
-ax.legend()
-plt.show()
+if record is not None:
+    fair = {n: seeds_of(n, "accuracy") for n in ("grpo_eq", "reinforce_eq", "ppo_eq")}
+    display(Markdown(table(fair, digits=3, header=("algorithm (equal rollouts and updates)", "held-out accuracy"))))
+    for a, b in (("grpo_eq", "reinforce_eq"), ("grpo_eq", "ppo_eq"), ("ppo_eq", "reinforce_eq")):
+        print(f"{a} vs {b}: {verdict(fair[a], fair[b], lower_is_better=False, names=(a, b))}")
+    secs = {n: sum(r["seconds"] for r in record["data"]["runs"][n]) / len(record["data"]["runs"][n]) for n in fair}
+    print("seconds per run:", {n: round(v, 1) for n, v in secs.items()})
 
 # %% [markdown]
-# What the table shows at this scale: all three learn from the same verifiable reward. PPO carries a second
-# network as large as the policy (parameters, optimizer state, forward and backward passes: the time per
-# step above), which is GRPO's reason to exist; with an outcome-only reward its critic must learn to predict
-# the final score from partial answers. REINFORCE takes a single gradient step per batch of rollouts, where
-# the clipped objectives take `inner_epochs` steps on the same samples safely.
+# Read the verdicts, not the means: at three seeds a gap inside the spread is a tie. PPO carries a second
+# network as large as the policy (parameters, optimizer state, forward and backward passes: the seconds per
+# run above), which is GRPO's reason to exist; with an outcome-only reward its critic must learn to predict
+# the final score from partial answers.
 #
 # ## The variants as switches
-# Each variant changes one setting of the same `RLConfig`, starting from the same SFT policy, for the same
-# `compare_steps` steps; the first row is the GRPO run above at that step.
+# Each variant changes one setting of the same `RLConfig`, from the same warm-up, for the same steps:
+#
+# - **Dr. GRPO** {cite}`liu2025drgrpo`: no division by the group's std *and* a constant normaliser (the loss is
+#   summed over tokens and divided by the generation budget, not by each response's length), which removes
+#   the bias towards long wrong answers; `normalize_by_std=False, agg="constant"`.
+# - **DAPO's dynamic sampling** {cite}`yu2025dapo`: a group whose rewards are all equal has zero advantage and
+#   teaches nothing; drop it and sample more prompts until the batch is full. Its cost is the extra rollouts,
+#   counted in `sampled`.
+# - **DAPO's overlong shaping**: a penalty that ramps from 0 to −1 over the last `overlong_buffer` tokens of
+#   the budget.
 
 # %%
-variants = {
-    "GRPO (std norm, seq avg, eps 0.2, beta 0.04)": {},
-    "no std normalisation (Dr. GRPO)": {"normalize_by_std": False},
-    "token-level averaging (DAPO)": {"agg": "token"},
-    "clip-higher eps_high = 0.28 (DAPO)": {"clip_high": 0.28},
-    "beta = 0 (no KL term)": {"beta": 0.0},
-}
-table = {}
-for name, change in variants.items():
-    if not change:
-        table[name] = (hist.eval["accuracy"][i], hist.metrics["reward"][n_cmp - 1], hist.metrics["kl"][n_cmp - 1])
-        continue
-    model = copy.deepcopy(base)
-    cfg = RLConfig(**{**CFG["rl"], **change, "steps": n_cmp, "eval_every": n_cmp, "seed": CFG["seed"]})
-    h = train_rl(model, task, cfg, eval_rows=test_rows, progress=False)
-    table[name] = (h.eval["accuracy"][-1], h.metrics["reward"][-1], h.metrics.get("kl", [float("nan")])[-1])
-print(f"{'variant':<46} {'held-out acc':>12} {'reward':>7} {'KL':>8}")
-for name, (acc, rew, kl_) in table.items():
-    print(f"{name:<46} {acc:>12.1%} {rew:>7.3f} {kl_:>8.4f}")
-assert all(acc > start["accuracy"] for acc, _, _ in table.values())
+from nanoseek.rl.rewards import kimi_length_rewards, overlong_penalty
+from nanoseek.rl.trainer import informative
+
+show(overlong_penalty)
+if record is not None:
+    names = ("grpo", "dr_grpo", "dapo_dynamic", "dapo_overlong")
+    display(Markdown(table({n: seeds_of(n, "accuracy") for n in names}, digits=3,
+                           header=("variant", "held-out accuracy"))))
+    display(Markdown(table({n: seeds_of(n, "length") for n in names}, digits=1,
+                           header=("variant", "held-out length"))))
+    for n in names[1:]:
+        sampled = sum(r["sampled"] for r in record["data"]["runs"][n]) / len(record["data"]["runs"][n])
+        base_sampled = sum(r["sampled"] for r in record["data"]["runs"]["grpo"]) / len(record["data"]["runs"]["grpo"])
+        print(f"{n}: accuracy vs GRPO {verdict(seeds_of(n, 'accuracy'), seeds_of('grpo', 'accuracy'), lower_is_better=False, names=(n, 'grpo'))}; "
+              f"length vs GRPO {verdict(seeds_of(n, 'length'), seeds_of('grpo', 'length'), names=('shorter: ' + n, 'shorter: grpo'))}; "
+              f"responses sampled {sampled:.0f} vs {base_sampled:.0f}")
 
 # %% [markdown]
-# Read this table as one seed at one small scale: the differences between variants are a few points, the
-# size of the noise of 200 held-out problems, while each of them beats the SFT start by tens of points. The
-# variants were designed for problems we do not have here: clip-higher fights **entropy collapse (熵坍缩)**
-# over thousands of steps, token-level averaging and Dr. GRPO's constant normaliser fight the bias towards
-# long wrong answers in free-form reasoning, and the std division over-weights groups that are nearly all
-# right or all wrong. With a fixed-length answer format, the averaging modes barely differ.
+# Overlong shaping needs a budget that leaves room for the behaviour you want. Where does its penalty start
+# here, against the length of a full worked response?
+
+# %%
+buffer = record["data"]["recipe"]["overlong_buffer"] if record is not None else 8
+trace_len = max(len(vocab.encode(addition_demo(r, carry=True))) + 1 for r in test_rows)  # + the end token
+direct_len = max(len(vocab.encode(direct_demo(r))) + 1 for r in test_rows)
+print(f"penalty from {max_new - buffer} tokens on (budget {max_new}, buffer {buffer}); the longest worked "
+      f"response is {trace_len} tokens, the longest direct one {direct_len}")
+
+# %% [markdown]
+# When the ramp begins before a full trace ends, the shaping taxes exactly the responses that are right more
+# often, and the policy learns to answer at once again: compare its length and worked share with GRPO's in
+# the tables above. DAPO sets the buffer to a small fraction of a budget that is far longer than its
+# answers; ours is too tight, and the record shows what that costs.
+#
+# The variants were designed for problems larger than ours: clip-higher fights **entropy collapse (熵坍缩)**
+# over thousands of steps, Dr. GRPO's normaliser fights the length bias of free-form reasoning, and dynamic
+# sampling matters most when most groups are all right or all wrong. The verdicts above say which of them
+# moved anything at this scale; a tie means the switch did not clear the noise of three seeds.
+#
+# ## Kimi k1.5's length reward: long2short
+# R1's responses grew long; Kimi k1.5 {cite}`kimi2025k15` shortened them again with a **length reward
+# (长度奖励)**: among the responses to one prompt, λ = 0.5 − (len − min_len)/(max_len − min_len); a correct
+# response gets λ, a wrong one min(0, λ). Short right answers gain, long wrong ones lose, short wrong ones
+# gain nothing. After the GRPO run, the benchmark trains more steps with it (`long2short`) and, beside it,
+# the same extra steps without it (`grpo_more`).
+
+# %%
+show(kimi_length_rewards)
+print(kimi_length_rewards([10, 20, 30], [True, True, False]))
+if record is not None:
+    for key, digits in (("accuracy", 3), ("tokens_per_correct", 1), ("worked_share", 3)):
+        pair = {n: seeds_of(n, key) for n in ("grpo_more", "long2short")}
+        display(Markdown(table(pair, digits=digits, header=("after GRPO", key))))
+        print(f"{key}: {verdict(pair['long2short'], pair['grpo_more'], lower_is_better=key == 'tokens_per_correct', names=('long2short', 'grpo_more'))}")
+
+# %% [markdown]
+# On our task the length reward faces a hard trade: the only shorter responses are direct answers, which
+# are mostly wrong, so "shorter at equal accuracy" can only come from trimming a trace, and our traces have
+# no fat to trim. The verdicts above say what it did here. On R1-style free-form reasoning, where a right
+# answer can come with or without pages of re-checking, the same reward cuts tokens at nearly equal accuracy.
+#
+# ## Peak and decline
+# R1-Zero-style curves often peak and then sag on held-out problems while the training reward keeps rising,
+# as the policy over-fits its own samples or drifts from the reference. The training-rollout accuracy of the
+# three GRPO seeds, step by step:
+
+# %%
+if record is not None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for r in record["data"]["runs"]["grpo"]:
+        ax.plot(range(1, len(r["accuracy_curve"]) + 1), r["accuracy_curve"], label=f"seed {r['seed']}")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("accuracy on the step's rollouts")
+    ax.set_title("GRPO over three seeds")
+    ax.legend()
+    plt.show()
+    for r in record["data"]["runs"]["grpo"]:
+        curve = r["accuracy_curve"]
+        best = max(range(len(curve)), key=curve.__getitem__)
+        print(f"seed {r['seed']}: best {curve[best]:.2f} at step {best + 1}, last {curve[-1]:.2f}")
+print("this notebook's run, held-out greedy accuracy by step:", dict(zip(hist.eval_step, [round(a, 3) for a in hist.eval["accuracy"]])))
+
+# %% [markdown]
+# Each step's accuracy is measured on only 16 prompts, so it jumps by about ten points from one step to the
+# next, and "best step, then lower" in the printout is that jumpiness, not a decline: this notebook's
+# held-out greedy accuracy (200 problems) is still rising at its last step. A real peak-and-decline needs
+# runs far longer than 20 steps; we do not claim one. `benchmarks/r1_zero.py --scale full` runs longer.
 #
 # ## Paper says / we measured
-#
-# | | paper | here (`tiny`) | why they differ |
-# | --- | --- | --- | --- |
-# | GRPO on top of SFT | DeepSeekMath-Instruct 7B → RL: GSM8K 82.9% → 88.2%, MATH 46.8% → 51.7% {cite}`deepseekmath` | held-out 2-digit addition: see the `start` → `end` numbers above | a 7B model on real maths; we planted one fixable error (carrying) so RL has a clear signal |
-# | RL from a base model (R1-Zero) | AIME 2024 pass@1 15.6% → 71.0% over thousands of steps {cite}`deepseekr1` | — | needs a real base model; run the Qwen section at `full` |
-# | response length | grows during RL ("aha moment") | flat | our answers have a fixed-length format |
-# | critic | PPO needs a value model as large as the policy | PPO trains 2× the parameters, and its step is slower (table above) | same conclusion, measured |
+
+# %%
+def fmt(s: SeedSummary | None, digits: int = 3) -> str:
+    return "not recorded" if s is None else s.format(digits)
+
+
+rows_md = [
+    "| | paper | here (`tiny`, read from this run and the record) |",
+    "| --- | --- | --- |",
+    f"| RL from a base model (R1-Zero) | AIME 2024 pass@1 15.6% → 71.0% over thousands of steps {{cite}}`deepseekr1` | "
+    f"held-out 3-digit addition, sampled: {start['accuracy']:.1%} → {end['accuracy']:.1%} in {grpo_cfg.steps} steps; "
+    f"3 seeds: {fmt(seeds_of('grpo', 'accuracy'))} |",
+    f"| response length during RL | grows steadily; Logic-RL: more than +50% {{cite}}`xie2025logicrl` | {start['length']:.1f} → {end['length']:.1f} "
+    f"tokens ({end['length'] / start['length'] - 1:+.0%}); 3 seeds: {fmt(seeds_of('grpo', 'length'), 1)} |",
+    f"| reflection, re-checks | appear on their own | worked traces {start['worked_share']:.0%} → {end['worked_share']:.0%} "
+    f"of responses; no re-check appears (none was ever shown to the warm-up) |",
+    f"| critic | PPO needs a value model as large as the policy | PPO trains {(n_policy + n_critic) / n_policy:.1f}× the parameters |",
+]
+display(Markdown("\n".join(rows_md)))
 
 # %%
 import resource  # peak memory of this process so far (Linux and macOS)
 
 peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform.startswith("linux") else 2**30)
-print(f"measured: held-out accuracy {start['accuracy']:.1%} (SFT) -> {end['accuracy']:.1%} (GRPO, "
-      f"{grpo_cfg.steps} steps, {grpo_seconds:.0f} s on this machine); peak process memory {peak_gib:.2f} GiB")
+print(f"GRPO: {grpo_cfg.steps} steps, {grpo_seconds:.0f} s on this machine; peak process memory {peak_gib:.2f} GiB")
 
 # %% [markdown]
 # ## In the wild: the same loop on Qwen2.5-0.5B-Instruct
@@ -537,8 +693,11 @@ print("held-out accuracy over training:", dict(zip(qhist.eval_step, qhist.eval["
 #   mean (and std) of a group of responses to the same prompt, and a group that scores all the same teaches nothing.
 # - The GRPO loss is a clipped importance-weighted advantage plus β·k3 KL to a frozen reference; clip-low/high,
 #   the std division and the token averaging are switches (GRPO, DAPO, Dr. GRPO).
-# - From a policy that imitated a sloppy teacher, GRPO raised held-out accuracy by tens of points in a few
-#   dozen CPU-seconds, as measured above; REINFORCE and PPO learn too, PPO at twice the trained parameters.
+# - From a warm-up that mostly answered at once, a reward that only checks answers taught the policy to
+#   write its work out: responses grew longer as accuracy rose, the R1-Zero moment in miniature (measured
+#   above, and over three seeds in the record).
+# - Fair comparisons hold rollouts and updates equal and name a winner only outside the seed spread;
+#   Dr. GRPO, DAPO's dynamic sampling and overlong shaping, and Kimi's length reward are switches of one loop.
 # - The same `train_rl` runs on Qwen2.5-0.5B-Instruct converted into our `Decoder`.
 #
 # ## Exercises

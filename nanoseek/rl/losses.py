@@ -23,7 +23,11 @@ AGGREGATIONS = ("seq", "token", "constant")
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean of x over entries where mask is 1 (all of them, or along `dim`); 0 where the mask is empty."""
+    """Mean of x over entries where mask is 1 (all of them, or along `dim`).
+
+    An all-masked input (or, with `dim`, an all-masked row) returns exactly 0 for that mean, not NaN: the
+    denominator is clamped at 1 and the masked numerator is 0. A response with no tokens therefore adds
+    0 to a loss averaged per sequence ("seq"), which is what TRL and verl also do."""
     m = mask.to(x.dtype)
     if dim is None:
         return (x * m).sum() / m.sum().clamp(min=1)
@@ -54,13 +58,25 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(log_ratio) - log_ratio - 1.0
 
 
+def token_entropy(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Entropy of the next-token distribution at every position, (B, T) from logits (B, T, V), in nats:
+    H = logsumexp(z) − Σ softmax(z)·z (stable for large logits). With `mask`, masked positions are 0.
+    DAPO and "the 80/20 rule" paper track it: entropy collapse is the first sign of a policy that stopped
+    exploring."""
+    z = logits.float()
+    entropy = torch.logsumexp(z, dim=-1) - (torch.softmax(z, dim=-1) * z).sum(-1)
+    return entropy if mask is None else entropy * mask.to(entropy.dtype)
+
+
 def _as_token_advantages(advantages: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    if advantages.dim() == 2 and advantages.shape[1] == 1 and logp.shape[1] != 1:
+        advantages = advantages[:, 0]  # (B, 1), as TRL and verl pass one advantage per response
     if advantages.dim() == 1:  # one advantage per response (outcome reward): broadcast over its tokens
         if advantages.shape[0] != logp.shape[0]:
             raise ValueError(f"advantages {tuple(advantages.shape)} do not match logp {tuple(logp.shape)}")
         return advantages[:, None].to(logp.dtype)
     if advantages.shape != logp.shape:
-        raise ValueError(f"advantages {tuple(advantages.shape)} must be (B,) or (B, T) = {tuple(logp.shape)}")
+        raise ValueError(f"advantages {tuple(advantages.shape)} must be (B,), (B, 1) or (B, T) = {tuple(logp.shape)}")
     return advantages.to(logp.dtype)
 
 

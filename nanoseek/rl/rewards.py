@@ -301,3 +301,42 @@ def accuracy_reward(completion: object, row: dict) -> float:
 def r1_reward(completion: object, row: dict, format_weight: float = 0.1) -> float:
     """accuracy + format_weight * format, the sum of R1-Zero's two rule rewards."""
     return accuracy_reward(completion, row) + format_weight * format_reward(completion)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Length shaping: Kimi k1.5's length reward and DAPO's overlong reward shaping. Both read only token counts
+# and correctness, never the text, so they add no attack surface to the rewards above.
+# ---------------------------------------------------------------------------------------------------------
+def kimi_length_rewards(lengths, correct) -> list[float]:
+    """Kimi k1.5's length reward for the responses to ONE prompt (Kimi Team, 2025, sec. 2.3.3).
+
+    λ_i = 0.5 − (len_i − min_len) / (max_len − min_len), with min/max over this group's responses; a correct
+    response gets λ_i, a wrong one min(0, λ_i): shorter correct answers are encouraged, and a long wrong one
+    is penalised, a short wrong one is not rewarded. When every response has the same length, λ = 0 for all
+    (the paper's formula divides by zero there; no length signal exists). Returns one float per response.
+    """
+    lengths, correct = [float(x) for x in lengths], [bool(c) for c in correct]
+    if len(lengths) != len(correct) or not lengths:
+        raise ValueError(f"lengths ({len(lengths)}) and correct ({len(correct)}) must be equal, non-empty lists")
+    if any(not (x >= 0) for x in lengths):  # also rejects NaN
+        raise ValueError(f"lengths must be non-negative numbers, got {lengths!r}")
+    lo, hi = min(lengths), max(lengths)
+    if hi == lo:
+        return [0.0] * len(lengths)
+    lam = [0.5 - (x - lo) / (hi - lo) for x in lengths]
+    return [l if c else min(0.0, l) for l, c in zip(lam, correct)]
+
+
+def overlong_penalty(length: int, max_len: int, buffer: int) -> float:
+    """DAPO's soft overlong punishment (Yu et al., 2025, eq. 13), added to the rule reward.
+
+    0 while length <= max_len − buffer; then falls linearly to −1 at length = max_len; −1 beyond. `buffer`
+    is L_cache, the interval over which the penalty ramps (0 < buffer <= max_len).
+    """
+    if not isinstance(max_len, int) or not isinstance(buffer, int) or not 0 < buffer <= max_len:
+        raise ValueError(f"need ints with 0 < buffer <= max_len, got max_len={max_len!r}, buffer={buffer!r}")
+    if length <= max_len - buffer:
+        return 0.0
+    if length <= max_len:
+        return ((max_len - buffer) - length) / buffer
+    return -1.0

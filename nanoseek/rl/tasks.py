@@ -13,6 +13,8 @@ from __future__ import annotations
 import random
 from typing import Callable
 
+import torch
+
 from minids.reasoning import arithmetic
 from nanoseek.rl.rewards import arithmetic_reward, r1_reward
 from nanoseek.rl.trainer import Task
@@ -44,6 +46,82 @@ def addition_demo(row: dict, carry: bool = True) -> str:
     """The R1-format response a (careful or sloppy) teacher writes for an addition row."""
     think, answer = addition_trace(row["a"], row["b"], carry)
     return f"<think>{think}</think><answer>{answer}</answer>"
+
+
+def direct_demo(row: dict) -> str:
+    """The R1-format response that answers at once, with an empty think block: ``<think></think><answer>81</answer>``."""
+    return f"<think></think><answer>{row['a'] + row['b']}</answer>"
+
+
+def worked(completion: str) -> bool:
+    """The book's rule for "this response shows its work": the think block holds at least one column
+    ``x+y+c=s`` (an ``=`` inside ``<think>…</think>``). Text without a complete think block does not count."""
+    start, end = completion.find("<think>"), completion.find("</think>")
+    return 0 <= start < end and "=" in completion[start:end]
+
+
+def mixture_examples(rows: list[dict], vocab: TaskVocab, p_trace: float, seed: int = 0
+                     ) -> tuple[list[list[int]], list[int]]:
+    """Warm-up data for the R1-Zero experiment: each row answered directly (empty think block) or, with
+    probability `p_trace`, with the careful column-by-column trace. Returns (sequences, prompt lengths)."""
+    if not 0.0 <= p_trace <= 1.0:
+        raise ValueError(f"p_trace={p_trace!r} must be in [0, 1]")
+    rng = random.Random(seed)
+    seqs, prompt_lens = [], []
+    for row in rows:
+        prompt = vocab.encode(row["prompt"])
+        demo = addition_demo(row, carry=True) if rng.random() < p_trace else direct_demo(row)
+        seqs.append(prompt + vocab.encode(demo) + [vocab.eos_id])
+        prompt_lens.append(len(prompt))
+    return seqs, prompt_lens
+
+
+def warm_up(model: torch.nn.Module, seqs: list[list[int]], prompt_lens: list[int], pad_id: int, steps: int,
+            batch_size: int, lr: float, seed: int = 0, progress: bool = True) -> dict:
+    """SFT on demonstrations with the loss on the response tokens only (the prompt is context), with the
+    book's one training loop. Returns {"sft_loss": [...]}, the JSON-able info `nanoseek.zoo` caches."""
+    from nanoseek.train import TrainConfig, train
+
+    L = max(map(len, seqs))
+    X = torch.full((len(seqs), L), pad_id)
+    Y = torch.full((len(seqs), L), -100)  # -100: no loss on the prompt and the padding
+    for i, (seq, p) in enumerate(zip(seqs, prompt_lens)):
+        X[i, :len(seq)] = torch.tensor(seq)
+        Y[i, p - 1:len(seq) - 1] = torch.tensor(seq[p:])
+
+    def get_batch(split: str, gen: torch.Generator):
+        ix = torch.randint(0, len(seqs), (batch_size,), generator=gen)
+        return X[ix], Y[ix]
+
+    result = train(model, get_batch, TrainConfig(max_steps=steps, lr=lr, warmup_steps=20, weight_decay=0.0,
+                                                 eval_every=steps, eval_batches=1, seed=seed,
+                                                 progress=progress))
+    return {"sft_loss": result.train_loss}
+
+
+@torch.no_grad()
+def trace_stats(model: torch.nn.Module, rows: list[dict], task: Task, max_new_tokens: int, samples: int = 4,
+                temperature: float = 1.0, seed: int = 0) -> dict[str, float]:
+    """What R1-Zero's plots show, on sampled responses to held-out rows: accuracy, mean length (tokens), the
+    share of responses that show their work (`worked`), the accuracy of worked and of direct responses, and
+    tokens spent per correct answer."""
+    from nanoseek.rl.rollout import rollout
+
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    right = {True: [], False: []}
+    lengths = []
+    for ro in rollout(model, rows, task.prompt_fn, task.encode, task.decode, samples, max_new_tokens,
+                      task.eos_id, task.pad_id, None, temperature, None, gen):
+        for text, row, n in zip(ro.texts, ro.rows, ro.lengths.tolist()):
+            right[worked(text)].append(task.accuracy_fn(text, row))
+            lengths.append(n)
+    n = len(lengths)
+    correct = sum(right[True]) + sum(right[False])
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return {"accuracy": correct / n, "length": sum(lengths) / n, "worked_share": len(right[True]) / n,
+            "acc_worked": mean(right[True]), "acc_direct": mean(right[False]),
+            "tokens_per_correct": sum(lengths) / correct if correct else float("inf"),
+            "n_worked": float(len(right[True])), "n_direct": float(len(right[False]))}
 
 
 def sft_examples(rows: list[dict], vocab: TaskVocab, p_careful: float, seed: int = 0

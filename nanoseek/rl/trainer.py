@@ -10,6 +10,19 @@ the policy near the one that sampled). The algorithms share everything but the a
 | `grpo`      | (r - mean_group) / (std_group+eps) | clipped ratio + beta * k3 KL      | `inner_epochs` |
 | `reinforce` | r - mean_group                     | -A log pi                         | 1            |
 | `ppo`       | GAE over KL-shaped token rewards   | clipped ratio, and a critic's loss | `inner_epochs` |
+
+Switches from the papers that followed R1, each off by default:
+
+- Dr. GRPO (Liu et al., 2025): `normalize_by_std=False` together with `agg="constant"` (divide by the
+  generation budget, not by each response's length).
+- DAPO (Yu et al., 2025): `clip_high=0.28` (clip-higher), `agg="token"`, `dynamic_sampling=True` (drop the
+  groups whose rewards are all equal and sample more prompts until the batch is full, at most
+  `max_resample_rounds` extra rounds) and `overlong_buffer=L` (soft overlong punishment over the last L
+  tokens of the budget, added to the reward).
+- Kimi k1.5 (2025): `length_reward=w` adds w * the group's length reward (`kimi_length_rewards`).
+
+`metrics["sampled"]` counts every response sampled in a step, the dropped ones too: the rollout budget that
+a fair comparison holds equal.
 """
 from __future__ import annotations
 
@@ -23,6 +36,7 @@ import torch
 from nanoseek.rl.advantages import gae, group_advantages
 from nanoseek.rl.losses import AGGREGATIONS, grpo_loss, masked_mean, reinforce_loss, value_loss
 from nanoseek.rl.ppo import ValueModel, kl_shaped_rewards, response_values
+from nanoseek.rl.rewards import kimi_length_rewards, overlong_penalty
 from nanoseek.rl.rollout import Rollout, rollout, sequence_logprobs
 
 ALGOS = ("grpo", "reinforce", "ppo")
@@ -55,6 +69,10 @@ class RLConfig:
     value_clip: float | None = 0.2  # PPO
     eval_every: int = 10
     seed: int = 0
+    dynamic_sampling: bool = False  # DAPO: keep only groups whose rewards differ
+    max_resample_rounds: int = 4  # DAPO: extra rollout rounds allowed to fill the batch
+    overlong_buffer: int | None = None  # DAPO: soft overlong punishment over the last L tokens
+    length_reward: float = 0.0  # Kimi k1.5: weight of the length reward
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -67,6 +85,14 @@ class RLConfig:
                 raise ValueError(f"{name}={value!r} must be a positive int")
         if self.algo == "grpo" and self.group_size < 2:
             raise ValueError(f"group_size={self.group_size} must be >= 2 for a group baseline")
+        if not isinstance(self.max_resample_rounds, int) or self.max_resample_rounds < 0:
+            raise ValueError(f"max_resample_rounds={self.max_resample_rounds!r} must be an int >= 0")
+        if self.overlong_buffer is not None and not (isinstance(self.overlong_buffer, int)
+                                                     and 0 < self.overlong_buffer <= self.max_new_tokens):
+            raise ValueError(f"overlong_buffer={self.overlong_buffer!r} must be None or an int in "
+                             f"(0, max_new_tokens={self.max_new_tokens}]")
+        if not (isinstance(self.length_reward, (int, float)) and 0.0 <= self.length_reward < float("inf")):
+            raise ValueError(f"length_reward={self.length_reward!r} must be a finite number >= 0")
 
 
 @dataclass
@@ -125,6 +151,41 @@ def _advantages(cfg: RLConfig, ro: Rollout) -> torch.Tensor:
     return group_advantages(ro.rewards, cfg.group_size, normalize_by_std=False)  # REINFORCE baseline
 
 
+def shape_rewards(cfg: RLConfig, ro: Rollout, task: Task) -> None:
+    """Add the length shaping that `cfg` asks for to `ro.rewards`, in place (Kimi k1.5, DAPO overlong)."""
+    if cfg.length_reward == 0.0 and cfg.overlong_buffer is None:
+        return
+    lengths = ro.lengths.tolist()
+    extra = [0.0] * len(lengths)
+    if cfg.length_reward:
+        correct = [task.accuracy_fn(t, r) > 0 for t, r in zip(ro.texts, ro.rows)]
+        for g in range(0, len(lengths), cfg.group_size):
+            group = kimi_length_rewards(lengths[g:g + cfg.group_size], correct[g:g + cfg.group_size])
+            for i, value in enumerate(group):
+                extra[g + i] += cfg.length_reward * value
+    if cfg.overlong_buffer is not None:
+        for i, n in enumerate(lengths):
+            extra[i] += overlong_penalty(int(n), cfg.max_new_tokens, cfg.overlong_buffer)
+    ro.rewards = ro.rewards + torch.tensor(extra, dtype=ro.rewards.dtype, device=ro.rewards.device)
+
+
+def select_groups(ro: Rollout, keep: torch.Tensor) -> Rollout | None:
+    """The rollout restricted to the groups where `keep` (n_groups,) is True, or None if none is kept."""
+    if not bool(keep.any()):
+        return None
+    rows_keep = keep.repeat_interleave(ro.group_size).to(ro.response.device)
+    idx = rows_keep.nonzero().squeeze(1)
+    picked = idx.tolist()
+    return Rollout(ro.prompt[idx], ro.response[idx], ro.mask[idx], ro.logp[idx], [ro.texts[i] for i in picked],
+                   [ro.rows[i] for i in picked], ro.group_size, ro.rewards[idx.to(ro.rewards.device)], {})
+
+
+def informative(ro: Rollout) -> torch.Tensor:
+    """(n_groups,) True where the group's rewards are not all equal (a GRPO advantage is non-zero)."""
+    flat = ro.rewards.view(-1, ro.group_size)
+    return flat.max(1).values != flat.min(1).values
+
+
 def train_rl(policy: torch.nn.Module, task: Task, cfg: RLConfig, eval_rows: Sequence[dict] = (),
              reference: torch.nn.Module | None = None, progress: bool = True,
              on_step: Callable[[int, torch.nn.Module, dict], None] | None = None) -> History:
@@ -153,10 +214,30 @@ def train_rl(policy: torch.nn.Module, task: Task, cfg: RLConfig, eval_rows: Sequ
     bar = tqdm(range(1, cfg.steps + 1), desc=cfg.algo, disable=not progress)
     for step in bar:
         t0 = time.perf_counter()
-        rows = task.train_rows(cfg.prompts_per_step, cfg.seed * 100_003 + step)
-        batches = rollout(policy, rows, task.prompt_fn, task.encode, task.decode, cfg.group_size,
-                          cfg.max_new_tokens, task.eos_id, task.pad_id, task.reward_fn, cfg.temperature,
-                          None, gen)
+        batches, kept_groups, sampled, all_rewards, all_accs, all_lengths = [], 0, 0, [], [], []
+        for round_ in range(1 + (cfg.max_resample_rounds if cfg.dynamic_sampling else 0)):
+            need = cfg.prompts_per_step - kept_groups
+            if need <= 0:
+                break
+            rows = task.train_rows(cfg.prompts_per_step if round_ == 0 else need,
+                                   cfg.seed * 100_003 + step + 7_919 * round_)
+            for ro in rollout(policy, rows, task.prompt_fn, task.encode, task.decode, cfg.group_size,
+                              cfg.max_new_tokens, task.eos_id, task.pad_id, task.reward_fn, cfg.temperature,
+                              None, gen):
+                shape_rewards(cfg, ro, task)
+                sampled += ro.response.shape[0]
+                all_rewards.append(ro.rewards)
+                all_accs += [task.accuracy_fn(t, r) for t, r in zip(ro.texts, ro.rows)]
+                all_lengths.append(ro.lengths)
+                if cfg.dynamic_sampling:
+                    keep = informative(ro)
+                    room = cfg.prompts_per_step - kept_groups
+                    keep &= keep.cumsum(0) <= room  # never more groups than the batch holds
+                    ro = select_groups(ro, keep)
+                    if ro is None:
+                        continue
+                kept_groups += ro.response.shape[0] // cfg.group_size
+                batches.append(ro)
         t_rollout = time.perf_counter() - t0
         # Fixed quantities of this batch: old and reference log-probs, advantages (and values for PPO),
         # computed in the same minibatches as the updates (full-vocabulary logits of a whole batch can be
@@ -211,16 +292,17 @@ def train_rl(policy: torch.nn.Module, task: Task, cfg: RLConfig, eval_rows: Sequ
                         st.update(vst)
                     for k, v in st.items():
                         stats.setdefault(k, []).append(v)
-        rewards = torch.cat([ro.rewards for ro in batches])
-        accs = [task.accuracy_fn(t, r) for ro in batches for t, r in zip(ro.texts, ro.rows)]
-        lengths = torch.cat([ro.lengths for ro in batches])
+        # statistics over everything sampled this step (the groups dynamic sampling dropped included)
+        rewards = torch.cat(all_rewards)
+        lengths = torch.cat(all_lengths)
         # fraction of groups whose rewards are all equal: they give zero advantage (no signal) in GRPO
         flat = rewards.view(-1, cfg.group_size)
-        metrics = {"reward": float(rewards.mean()), "accuracy": sum(accs) / len(accs),
+        metrics = {"reward": float(rewards.mean()), "accuracy": sum(all_accs) / len(all_accs),
                    "length": float(lengths.float().mean()),
                    "zero_adv_groups": float((flat.max(1).values == flat.min(1).values).float().mean()),
                    "time_rollout": t_rollout, "time_step": time.perf_counter() - t0,
-                   "tokens": float(lengths.sum())}
+                   "tokens": float(lengths.sum()), "sampled": float(sampled),
+                   "trained_groups": float(kept_groups), "updates": float(len(stats.get("loss", [])))}
         metrics.update({k: sum(v) / len(v) for k, v in stats.items()})
         hist.log(step, **metrics)
         bar.set_postfix(reward=f"{metrics['reward']:.2f}", len=f"{metrics['length']:.1f}")
