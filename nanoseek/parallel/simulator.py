@@ -12,6 +12,7 @@ DualPipe's table writes B for the whole backward, i.e. our B+W: `formula_bubble`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from nanoseek.parallel.schedules import Op, Schedule
 
@@ -23,6 +24,7 @@ class Costs:
     W: float = 1.0
     fb: float | None = None   # an overlapped F&B chunk (F plus a whole backward); None: F+B+W
     comm: float = 0.0         # latency of one send between neighbouring ranks
+    bw: float | None = None   # a whole backward chunk; None: B+W
 
     def __post_init__(self):
         for name in ("F", "B", "W", "comm"):
@@ -32,11 +34,15 @@ class Costs:
             raise ValueError(f"Costs.fb must be >= 0, got fb={self.fb}")
 
     @property
+    def BW(self) -> float:
+        return self.B + self.W if self.bw is None else self.bw
+
+    @property
     def FB(self) -> float:
         return self.F + self.B + self.W if self.fb is None else self.fb
 
     def of(self, op: Op) -> float:
-        return {"F": self.F, "B": self.B, "W": self.W, "BW": self.B + self.W, "FB": self.FB}[op.kind]
+        return {"F": self.F, "B": self.B, "W": self.W, "BW": self.BW, "FB": self.FB}[op.kind]
 
 
 class Deadlock(RuntimeError):
@@ -78,8 +84,11 @@ def _needs(schedule: Schedule, part: Op) -> list[tuple[str, int, int]]:
     return [("B", s, m)]  # W
 
 
-def simulate(schedule: Schedule, costs: Costs = Costs()) -> Result:
-    """Run `schedule` with `costs`; per-rank timelines, bubbles, peak activation memory, parameter copies."""
+def simulate(schedule: Schedule, costs: Costs = Costs(),
+             op_cost: Callable[[int, Op], float] | None = None) -> Result:
+    """Run `schedule` with `costs`; per-rank timelines, bubbles, peak activation memory, parameter copies.
+
+    `op_cost(rank, op)`, if given, prices each chunk itself (e.g. the durations measured in a real run)."""
     P = schedule.n_ranks
     done: dict[tuple[str, int, int], tuple[float, int]] = {}  # chunk -> (end time, rank)
     pos, free = [0] * P, [0.0] * P
@@ -102,7 +111,7 @@ def simulate(schedule: Schedule, costs: Costs = Costs()) -> Result:
                         break
                 if not ok:
                     break
-                end = ready + costs.of(op)
+                end = ready + (costs.of(op) if op_cost is None else op_cost(r, op))
                 for part in op.parts():
                     key = ("B" if part.kind == "BW" else part.kind, part.stage, part.mb)
                     done[key] = (end, r)
