@@ -318,6 +318,8 @@ def launch(world: int, cfg: PipeConfig, out_path: str, backend: str = "gloo", ti
 
     if world < 1:
         raise ValueError(f"world must be >= 1, got world={world}")
+    for name in cfg.schedules:  # a schedule's rules fail here, before any process starts
+        schedules.make(name, world, cfg.n_micro)
     if os.path.exists(out_path):
         os.remove(out_path)
     ctx = mp.start_processes(_worker, args=(world, asdict(cfg), _free_port(), backend, out_path), nprocs=world,
