@@ -363,3 +363,35 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def compare_with_simulator(record: dict) -> dict:
+    """Set a real run beside the simulator: `replay` prices every chunk with its own measured duration (so
+    any difference is communication and overhead the simulator does not model); `uniform` uses the median
+    F, B, W, B+W and F&B durations for every chunk, as the table's formulas do."""
+    import statistics as st
+
+    from nanoseek.parallel.simulator import Costs, Event, Result, simulate
+
+    s = schedules.make(record["schedule"], record["world"], record["n_micro"])
+    by_name = {str(op): op for ops in s.ops for op in ops}
+    durations, by_kind = {}, {}
+    for r, g in enumerate(record["ranks"]):
+        for name, kind, t0, t1 in g["events"]:
+            durations[(r, name)] = t1 - t0
+            by_kind.setdefault(kind, []).append(t1 - t0)
+    med = {k: st.median(v) for k, v in by_kind.items()}
+    replay = simulate(s, op_cost=lambda r, op: durations[(r, str(op))])
+    costs = Costs(F=med["F"], B=med.get("B", med.get("BW", 0.0)), W=med.get("W", 0.0), bw=med.get("BW"),
+                  fb=med.get("FB"))
+    uniform = simulate(s, costs)
+    step = max(g["step_s"][-1] for g in record["ranks"])  # the step whose chunks were recorded
+    idle = [g["step_s"][-1] - g["compute_s"][-1] for g in record["ranks"]]
+    timeline = [[Event(r, by_name[name], t0, t1) for name, _, t0, t1 in g["events"]]
+                for r, g in enumerate(record["ranks"])]
+    busy = [sum(e.end - e.start for e in tl) for tl in timeline]
+    measured = Result(s, costs, timeline, step, busy, [step - b for b in busy], [], [], {})
+    return {"schedule": s.name, "world": record["world"], "n_micro": record["n_micro"], "measured": measured,
+            "measured_step_s": step, "replay_step_s": replay.makespan, "uniform_step_s": uniform.makespan,
+            "measured_idle_s": idle, "replay_idle_s": replay.bubble, "costs_s": med,
+            "replay": replay}
