@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -57,11 +58,12 @@ def part_real(name: str, worlds: list[int], backend: str, cfg_over: dict, timeou
     rows, lines = [], ["| ranks | schedule | measured step (ms) | simulator, measured chunks (ms) | simulator, median costs (ms) | measured / replay | mean idle per rank, measured (ms) | simulated (ms) | loss equal | max calc_diff |",
                        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for world in worlds:
-        cfg = PipeConfig(**{**dict(schedules=["gpipe"] + NAMES, n_micro=2 * world, micro_batch=2, seq_len=32,
-                                   vocab_size=256, n_embd=64, n_head=4, intermediate_size=128, steps=3),
-                            **cfg_over})
-        if cfg.n_micro < 2 * world:
-            cfg.n_micro = 2 * world
+        base = dict(schedules=["gpipe"] + NAMES, n_micro=2 * world, micro_batch=2, seq_len=32, vocab_size=256,
+                    n_embd=64, n_head=4, intermediate_size=128, steps=3)
+        if "n_embd" in cfg_over:
+            base.update(intermediate_size=2 * cfg_over["n_embd"])
+        cfg = PipeConfig(**{**base, **cfg_over})
+        cfg.n_micro = max(cfg.n_micro, 2 * world)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.time()
             out = launch(world, cfg, os.path.join(tmp, "run.json"), backend=backend, timeout=timeout)
@@ -80,13 +82,13 @@ def part_real(name: str, worlds: list[int], backend: str, cfg_over: dict, timeou
             lines.append(f"| {world} | {rec['schedule']} | {1e3 * cmp['measured_step_s']:.1f} | {1e3 * cmp['replay_step_s']:.1f} "
                          f"| {1e3 * cmp['uniform_step_s']:.1f} | {cmp['measured_step_s'] / cmp['replay_step_s']:.2f} "
                          f"| {1e3 * meas_idle:.1f} | {1e3 * sim_idle:.1f} | {rec['loss_equal']} | {rec['max_calc_diff']:.1e} |")
-    cfg_text = ", ".join(f"{k}={v}" for k, v in cfg_over.items()) or "defaults of this script"
+    cfg_text = ", ".join(f"{k}={v}" for k, v in asdict(cfg).items() if k not in ("schedules", "check"))
     body = (f"Real pipeline steps ({backend}), chapter 4's decoder cut into one block per stage ({cfg_text}); "
             "one warm-up step, three timed steps, the last one's chunks recorded. 'simulator, measured chunks' "
             "runs the schedule in the simulator with every chunk's measured duration, so the gap to the measured "
             "step is communication and bookkeeping; 'median costs' uses one F, B, W, B+W, F&B cost for all "
             "chunks.\n\n" + "\n".join(lines))
-    write_result(name, body, data={"rows": rows, "backend": backend, "machine": machine()})
+    write_result(name, body, data={"rows": rows, "backend": backend, "machine": machine(), "config": asdict(cfg)})
 
 
 def main() -> None:
@@ -100,18 +102,21 @@ def main() -> None:
     ap.add_argument("--layers-per-stage", type=int, default=None)
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--timeout", type=float, default=500)
+    ap.add_argument("--backend", default=None, help="gpu part: nccl (default) or gloo for a CPU smoke run")
+    ap.add_argument("--record", default=None, help="record name (default pipeline_<part>)")
     a = ap.parse_args()
     over = {k: v for k, v in dict(n_micro=a.n_micro, n_embd=a.n_embd, seq_len=a.seq_len, micro_batch=a.micro_batch,
                                   layers_per_stage=a.layers_per_stage, dtype=a.dtype).items() if v is not None}
     if a.part == "sim":
         part_sim()
     elif a.part == "cpu":
-        part_real("pipeline_cpu", a.world or [2, 4], "gloo", over, a.timeout)
+        part_real(a.record or "pipeline_cpu", a.world or [2, 4], "gloo", over, a.timeout)
     else:
         if "n_embd" in over:
             over.setdefault("intermediate_size", 4 * over["n_embd"])
             over.setdefault("n_head", max(1, over["n_embd"] // 64))
-        part_real("pipeline_gpu", a.world or [8], "nccl", over, a.timeout)
+            over.setdefault("vocab_size", 1024)
+        part_real(a.record or "pipeline_gpu", a.world or [8], a.backend or "nccl", over, a.timeout)
 
 
 if __name__ == "__main__":

@@ -322,6 +322,10 @@ def launch(world: int, cfg: PipeConfig, out_path: str, backend: str = "gloo", ti
         schedules.make(name, world, cfg.n_micro)
     if os.path.exists(out_path):
         os.remove(out_path)
+    if backend == "nccl":  # NVLink multicast stays off: the shared GPU hosts this runs on require it
+        for var in ("NCCL_NVLS_ENABLE", "NVSHMEM_DISABLE_NVLS"):
+            os.environ.setdefault(var, "0" if var == "NCCL_NVLS_ENABLE" else "1")
+        os.environ.setdefault("TORCH_SYMM_MEM_DISABLE_MULTICAST", "1")
     ctx = mp.start_processes(_worker, args=(world, asdict(cfg), _free_port(), backend, out_path), nprocs=world,
                              join=False, start_method="spawn")
     deadline = time.monotonic() + timeout
