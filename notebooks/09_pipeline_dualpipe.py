@@ -406,9 +406,9 @@ print("every schedule: the unsplit model's losses exactly, its gradients to calc
 
 # %%
 c = compare_with_simulator(next(r for r in real if r["schedule"] == "DualPipe" and not r["tied"]))
-fig, axes = plt.subplots(2, 1, figsize=(12, 4))
-plot_timeline(c["measured"], ax=axes[0], title="DualPipe, measured on 2 CPU processes (seconds)")
-plot_timeline(c["replay"], ax=axes[1], title="DualPipe, simulated with the measured chunk durations")
+fig, axes = plt.subplots(2, 1, figsize=(12, 4.5))
+plot_timeline(c["measured"], ax=axes[0], title="DualPipe, measured on 2 CPU processes", xlabel="time (s)")
+plot_timeline(c["replay"], ax=axes[1], title="DualPipe, simulated with the measured chunk durations", xlabel="time (s)")
 axes[0].set_xlim(0, c["measured_step_s"]); axes[1].set_xlim(0, c["measured_step_s"])
 plt.tight_layout()
 plt.show()

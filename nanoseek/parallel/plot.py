@@ -30,7 +30,8 @@ def direction(s: Schedule, op: Op) -> int:
     return 0
 
 
-def plot_timeline(result: Result, ax=None, title: str | None = None, labels: bool = True):
+def plot_timeline(result: Result, ax=None, title: str | None = None, labels: bool = True,
+                  xlabel: str = "time (cost units)"):
     """Draw result's per-rank timeline on ax (a new figure if None); returns ax."""
     s = result.schedule
     if ax is None:
@@ -48,13 +49,13 @@ def plot_timeline(result: Result, ax=None, title: str | None = None, labels: boo
     ax.set_ylim(s.n_ranks - 0.5, -0.5)
     ax.set_yticks(range(s.n_ranks), [f"rank {r}" for r in range(s.n_ranks)])
     ax.set_xlim(0, result.makespan)
-    ax.set_xlabel("time (cost units)")
+    ax.set_xlabel(xlabel)
     ax.set_title(title or f"{s.name}: {s.n_ranks} ranks, {s.n_micro} micro-batches, "
-                          f"bubble {result.max_bubble:g}, makespan {result.makespan:g}")
+                          f"bubble {result.max_bubble:.3g}, makespan {result.makespan:.3g}", loc="left", fontsize=10)
     kinds = sorted({p.kind for tl in result.timeline for e in tl for p in e.op.parts()}, key="F B BW W".split().index)
     names = {"F": "F forward", "B": "B input grad", "W": "W weight grad", "BW": "B+W whole backward"}
-    ax.legend(handles=[Patch(color=COLORS[k][0], label=names[k]) for k in kinds], loc="upper right",
-              fontsize=7, ncol=len(kinds), framealpha=0.9)
+    ax.legend(handles=[Patch(color=COLORS[k][0], label=names[k]) for k in kinds], loc="lower right",
+              bbox_to_anchor=(1.0, 1.0), fontsize=7, ncol=len(kinds), frameon=False, borderaxespad=0.1)
     return ax
 
 
