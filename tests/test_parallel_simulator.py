@@ -18,7 +18,7 @@ ANY_COSTS = [Costs(1, 1, 1), Costs(2, 1.5, 1), Costs(1, 2, 0.5), Costs(1, 1, 0.5
 W_SMALL = [c for c in ANY_COSTS if c.W <= min(c.F, c.B)]
 # DualPipe's formula assumes F = B = W (equal chunks, as in its figure) and F+B <= F&B <= F+B+W
 # (overlapping a forward with a backward saves at most one chunk)
-EQUAL = [Costs(x, x, x, fb=x * f) for x in (0.5, 1.0, 2.0) for f in (2.0, 2.5, 3.0)]
+EQUAL = [Costs(1, 1, 1, fb=f) for f in (2.0, 2.5, 3.0)] + [Costs(0.5, 0.5, 0.5, fb=1.25), Costs(2, 2, 2, fb=5.0)]
 
 
 @pytest.mark.parametrize("P,M", GRID)
