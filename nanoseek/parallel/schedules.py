@@ -261,30 +261,31 @@ def validate(s: Schedule) -> None:
 
     (Whether the order can run without a deadlock is the simulator's question: `simulator.simulate`.)
     """
-    _require(len(s.ops) == s.n_ranks, f"rule 'one op list per rank': {len(s.ops)} lists for n_ranks={s.n_ranks}")
+    if len(s.ops) != s.n_ranks:
+        raise ValueError(f"rule 'one op list per rank': {len(s.ops)} lists for n_ranks={s.n_ranks}")
     seen: dict[tuple[str, int, int], int] = {}
     for r, ops in enumerate(s.ops):
         for op in ops:
-            _require(op.kind in KINDS, f"rule 'known kinds': {op} has kind {op.kind!r}, not one of {KINDS}")
+            if op.kind not in KINDS:
+                raise ValueError(f"rule 'known kinds': {op} has kind {op.kind!r}, not one of {KINDS}")
             for p in op.parts():
-                _require(0 <= p.stage < s.n_stages and 0 <= p.mb < s.n_micro,
-                         f"rule 'stage and micro-batch in range': {p} on rank {r}")
-                _require(s.rank_of(p.stage, p.mb) == r,
-                         f"rule 'placement': {p} is on rank {r} but stage {p.stage} of micro-batch {p.mb} "
-                         f"belongs to rank {s.rank_of(p.stage, p.mb)}")
+                if not (0 <= p.stage < s.n_stages and 0 <= p.mb < s.n_micro):
+                    raise ValueError(f"rule 'stage and micro-batch in range': {p} on rank {r}")
+                if s.rank_of(p.stage, p.mb) != r:
+                    raise ValueError(f"rule 'placement': {p} is on rank {r} but stage {p.stage} of micro-batch "
+                                     f"{p.mb} belongs to rank {s.rank_of(p.stage, p.mb)}")
                 key = ("B" if p.kind == "BW" else p.kind, p.stage, p.mb)
-                _require(key not in seen, f"rule 'each chunk once': {p} appears twice")
+                if key in seen or (p.kind == "BW" and ("W", p.stage, p.mb) in seen):
+                    raise ValueError(f"rule 'each chunk once': {p} appears twice")
                 seen[key] = r
-                if p.kind == "BW":
-                    _require(("W", p.stage, p.mb) not in seen, f"rule 'each chunk once': {p} and a W of it")
     for m in range(s.n_micro):
         for st in range(s.n_stages):
             for kind in ("F", "B"):
-                _require((kind, st, m) in seen, f"rule 'every chunk scheduled': no {kind} for stage {st} of "
-                                                f"micro-batch {m}")
+                if (kind, st, m) not in seen:
+                    raise ValueError(f"rule 'every chunk scheduled': no {kind} for stage {st} of micro-batch {m}")
     split = {(st, m) for (k, st, m) in seen if k == "W"}
-    for r, ops in enumerate(s.ops):
+    for ops in s.ops:
         for op in ops:
             for p in op.parts():
-                if p.kind == "B":
-                    _require((p.stage, p.mb) in split, f"rule 'a split backward has its W': {p} has no W")
+                if p.kind == "B" and (p.stage, p.mb) not in split:
+                    raise ValueError(f"rule 'a split backward has its W': {p} has no W")
