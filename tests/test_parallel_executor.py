@@ -15,7 +15,7 @@ SCHEDULES = ["gpipe", "1f1b", "zb1p", "dualpipe", "dualpipev"]
 def test_every_schedule_matches_the_unsplit_model(world, n_micro, tmp_path):
     cfg = PipeConfig(schedules=SCHEDULES, n_micro=n_micro, micro_batch=1, seq_len=8, vocab_size=32, n_embd=16,
                      n_head=2, intermediate_size=32, also_tied=True)
-    out = launch(world, cfg, str(tmp_path / "run.json"), timeout=150)
+    out = launch(world, cfg, str(tmp_path / "run.json"), timeout=300)  # a bound against hangs, not a speed target
     records = out["records"]
     assert [(r["schedule"].lower(), r["tied"]) for r in records] == \
         [(s, t) for t in (False, True) for s in SCHEDULES]

@@ -294,7 +294,7 @@ def _worker(rank: int, world: int, cfg_dict: dict, port: int, backend: str, out_
     else:
         device = torch.device("cpu")
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=120))
+                            timeout=timedelta(seconds=300))
     try:
         variants = [cfg] + ([PipeConfig(**{**asdict(cfg), "tie_embeddings": True})] if cfg.also_tied else [])
         records = [run_schedule(name, c, rank, world, device) for c in variants for name in c.schedules]
