@@ -1,0 +1,40 @@
+"""Real FP8 GEMMs on a Hopper GPU through `torch._scaled_mm`: per tensor, and DeepSeek's blockwise. (Chapter 8.)
+
+`scaled_mm(a, b)` computes a (M, K) @ b (N, K)ᵀ from `Quantized` operands. The layouts cuBLAS wants (found
+on the H200, recorded in shared TOOLCHAIN.md): `a` row-major with its (M, K/128) scales column-major; `b`
+passed as the transpose of its row-major (N, K) codes, with its (N/128, K/128) block scales passed as their
+transpose, strides (1, K/128). 1×128 scales for `b` (the weight-gradient GEMM, both operands per token
+tile) go the same way: (N, K/128) transposed.
+"""
+from __future__ import annotations
+
+import torch
+
+from nanoseek.quant.quantize import Quantized
+
+
+def _col_major(s: torch.Tensor) -> torch.Tensor:
+    return s.t().contiguous().t()
+
+
+def scaled_mm(a: Quantized, b: Quantized, out_dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """a (M, K) @ b (N, K)ᵀ with torch._scaled_mm; a per tensor or 1×128, b per tensor, 128×128 or 1×128."""
+    if a.data.device.type != "cuda":
+        raise ValueError("scaled_mm needs CUDA tensors (an FP8-capable GPU); use backend='sim' on a CPU")
+    if a.tile == "tensor" and b.tile == "tensor":
+        return torch._scaled_mm(a.data, b.data.t(), scale_a=a.scale.reshape(1, 1).float(),
+                                scale_b=b.scale.reshape(1, 1).float(), out_dtype=out_dtype)
+    if a.tile != (1, 128) or b.tile not in ((128, 128), (1, 128)):
+        raise ValueError(f"blockwise scaled_mm takes a in 1x128 tiles and b in 128x128 or 1x128 tiles, got "
+                         f"a.tile={a.tile}, b.tile={b.tile}")
+    # 128x128 blocks: (K/128, N/128) with strides (1, K/128); 1x128 tiles: (K/128, N) with N contiguous
+    scale_b = b.scale.t() if b.tile == (128, 128) else b.scale.t().contiguous()
+    try:
+        return torch._scaled_mm(a.data, b.data.t(), scale_a=_col_major(a.scale), scale_b=scale_b,
+                                out_dtype=out_dtype)
+    except RuntimeError:
+        if out_dtype == torch.bfloat16:
+            raise
+        # blockwise cuBLAS may offer only BF16 output: compute in BF16, hand back the dtype asked for
+        return torch._scaled_mm(a.data, b.data.t(), scale_a=_col_major(a.scale), scale_b=scale_b,
+                                out_dtype=torch.bfloat16).to(out_dtype)
