@@ -5,7 +5,7 @@
     NANOSEEK_GPU_SMOKE=1 python benchmarks/fp8_train.py --gpu --smoke   # a few steps on a CPU, no record
 
 The model and data are chapter 4's: the decoder on the minids stories, character level. Variants:
-fp32, bf16 (autocast), fp8-deepseek (1×128 activations, 128×128 weights, 128×1 in Wgrad),
+fp32 (CPU reference), bf16 (autocast; GPU reference), fp8-deepseek (1×128 activations, 128×128 weights, 128×1 in Wgrad),
 fp8-tensorwise (one scale per tensor) and fp8-block_grad (activation gradients in 128×128 blocks, the
 paper's warning). The relative gap is (loss_variant - loss_reference) / loss_reference of the final
 validation loss, per seed, against the reference of the same seed.
@@ -30,8 +30,8 @@ from nanoseek.train import TrainConfig
 
 SCALES = {
     "tiny": dict(model=dict(n_layer=2, n_embd=128, n_head=8, n_kv_head=8, intermediate_size=352),
-                 block_size=64, batch_size=16, max_steps=300, lr=3e-3, warmup_steps=30, eval_every=50,
-                 eval_batches=10),
+                 block_size=64, batch_size=8, max_steps=160, lr=3e-3, warmup_steps=16, eval_every=40,
+                 eval_batches=8),
     "full": dict(model=dict(n_layer=8, n_embd=1024, n_head=16, n_kv_head=16, intermediate_size=2816),
                  block_size=512, batch_size=32, max_steps=400, lr=1e-3, warmup_steps=40, eval_every=100,
                  eval_batches=20),
@@ -52,8 +52,8 @@ def main() -> None:
     on_gpu = args.gpu and torch.cuda.is_available()
     dev = "cuda" if on_gpu else "cpu"
     backend = "scaled_mm" if on_gpu else "sim"
-    variants = ["bf16", "fp8-deepseek"] if args.gpu else ["fp32", "bf16", "fp8-deepseek", "fp8-tensorwise",
-                                                          "fp8-block_grad"]
+    # on a CPU, bf16 autocast is left out: it is slow there and FP32 is the stricter reference
+    variants = ["bf16", "fp8-deepseek"] if args.gpu else ["fp32", "fp8-deepseek", "fp8-tensorwise", "fp8-block_grad"]
     reference = "bf16" if args.gpu else "fp32"
     seeds = args.seeds or ([0] if smoke else [0, 1] if args.gpu else [0, 1, 2])
     text_scale = "full" if scale == "full" else "tiny"

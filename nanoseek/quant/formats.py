@@ -82,9 +82,12 @@ def decode(codes: torch.Tensor, fmt: "FP8Format | str" = E4M3) -> torch.Tensor:
     return value.float()
 
 
-def encode(x: torch.Tensor, fmt: "FP8Format | str" = E4M3) -> torch.Tensor:
-    """float values -> uint8 codes: round to nearest, ties to even; subnormals; NaN; overflow as torch does."""
+def encode(x: torch.Tensor, fmt: "FP8Format | str" = E4M3, saturate: bool | None = None) -> torch.Tensor:
+    """float values -> uint8 codes: round to nearest, ties to even; subnormals; NaN; overflow as torch does
+    on this CPU (`saturate=None`), or forced: saturate=False gives NaN (E4M3) / inf (E5M2) past the range,
+    as torch 2.11's CUDA casts do (measured on the H200: `benchmarks/results/fp8_gemm.json`)."""
     fmt = get_format(fmt)
+    saturate = fmt.saturate if saturate is None else saturate
     v = x.detach().double()
     sign = torch.signbit(v).to(torch.int64) << 7
     a = v.abs()
@@ -104,12 +107,19 @@ def encode(x: torch.Tensor, fmt: "FP8Format | str" = E4M3) -> torch.Tensor:
     m_field = torch.round(m_scaled * (1 << fmt.man_bits)).to(torch.int64)
     code = sign | (e_field << fmt.man_bits) | m_field
     top = (1 << fmt.exp_bits) - 1
-    if not fmt.saturate:  # overflow: inf where the format has one, else NaN
+    if not saturate:  # overflow: inf where the format has one, else NaN
         overflow_code = (top << fmt.man_bits) if fmt.has_inf else (top << fmt.man_bits) | ((1 << fmt.man_bits) - 1)
         code = torch.where(over, sign | overflow_code, code)
     nan_code = (top << fmt.man_bits) | ((1 << fmt.man_bits) - 1)
     code = torch.where(torch.isnan(v), torch.full_like(code, nan_code), code)
     return code.to(torch.uint8)
+
+
+def cast_fp8(x: torch.Tensor, fmt: "FP8Format | str" = E4M3, saturate: bool = False) -> torch.Tensor:
+    """x cast to the torch FP8 dtype with an explicit overflow rule (default: NaN/inf past the range, as on a
+    GPU), so code that forgets to clamp fails the same way on every machine."""
+    fmt = get_format(fmt)
+    return encode(x, fmt, saturate=saturate).view(fmt.torch_dtype)
 
 
 def all_values(fmt: "FP8Format | str" = E4M3) -> torch.Tensor:
