@@ -80,6 +80,8 @@ def main() -> None:
                 "fp8 blockwise (Triton)": lambda: fp8_gemm(xq_b.data, xq_b.scale, wq_b.data, wq_b.scale),
                 "fp8 blockwise (Triton, TMA)": lambda: fp8_gemm(xq_b.data, xq_b.scale, wq_b.data, wq_b.scale,
                                                                 tma=True),
+                "fp8 blockwise (Triton, TMA, pipelined)": lambda: fp8_gemm(
+                    xq_b.data, xq_b.scale, wq_b.data, wq_b.scale, tma=True, pipelined=True),
             }
             row = {"M": M, "N": N, "K": K}
             for name, fn in paths.items():
@@ -100,7 +102,8 @@ def main() -> None:
             "| M | N | K | " + " | ".join(paths) + " |", "| ---: | ---: | ---: |" + " ---: |" * len(paths), *rows]
     from nanoseek.kernels import fp8_gemm as kern
     configs = {name: str(getattr(k, "best_config", None)) for name, k in
-               (("pointers", kern._fp8_gemm_kernel), ("tma", kern._fp8_gemm_tma_kernel))}
+               (("pointers", kern._fp8_gemm_kernel), ("tma", kern._fp8_gemm_tma_kernel),
+                ("tma pipelined", kern._fp8_gemm_tma_pipelined_kernel))}
     body += ["", f"Triton configs picked by autotune for the last shape: {configs}", "",
              f"CUDA casts past the E4M3 range (470, 480, 1e9, inf) give codes {cast_probe['e4m3']} "
              f"(127 = NaN: no saturation); E5M2 {cast_probe['e5m2']}."]

@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - depends on the install
 def _configs():
     if triton is None:
         return []
-    shapes = [(128, 128, 8, 4), (128, 128, 4, 4), (128, 256, 8, 3), (128, 256, 8, 4), (256, 128, 8, 3),
-              (64, 128, 4, 4), (64, 256, 4, 4), (64, 64, 4, 6)]
+    shapes = [(128, 128, 8, 4), (128, 128, 4, 4), (128, 256, 8, 3), (256, 128, 8, 3), (64, 128, 4, 4),
+              (64, 64, 4, 6)]
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n, "GROUP_M": 8}, num_warps=w, num_stages=s)
             for m, n, w, s in shapes]
 
@@ -101,8 +101,51 @@ if triton is not None:
             a = a_desc.load([pid_m * BLOCK_M, kb * BLOCK_K])
             b = b_desc.load([pid_n * BLOCK_N, kb * BLOCK_K])
             sa = tl.load(sa_ptrs + kb * stride_sak)
-            sb = tl.load(sb_ptrs + kb * stride_sbk)
-            acc += tl.dot(a, b.T) * sa[:, None] * sb[None, :]
+            if B_BLOCK_ROWS == 128 and BLOCK_N <= 128:   # one weight block per tile: one FMA per element
+                sb1 = tl.load(SB + (pid_n * BLOCK_N // 128) * stride_sbn + kb * stride_sbk)
+                acc += tl.dot(a, b.T) * (sa * sb1)[:, None]
+            else:
+                sb = tl.load(sb_ptrs + kb * stride_sbk)
+                acc += tl.dot(a, b.T) * sa[:, None] * sb[None, :]
+        c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(C.dtype.element_ty))
+
+    @triton.autotune(configs=_configs(), key=["M", "N", "K"])
+    @triton.jit
+    def _fp8_gemm_tma_pipelined_kernel(A, B, C, SA, SB, M, N, K,
+                                       stride_sam, stride_sak, stride_sbn, stride_sbk,
+                                       B_BLOCK_ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                                       GROUP_M: tl.constexpr):
+        """TMA loads, and the promotion of slice k-1 written after the MMA of slice k is issued, so that the
+        CUDA cores' scale-and-add can overlap the tensor cores' next MMA (what DeepGEMM gets from two
+        warpgroups taking turns)."""
+        BLOCK_K: tl.constexpr = 128
+        a_desc = tl.make_tensor_descriptor(A, shape=[M, K], strides=[K, 1], block_shape=[BLOCK_M, BLOCK_K])
+        b_desc = tl.make_tensor_descriptor(B, shape=[N, K], strides=[K, 1], block_shape=[BLOCK_N, BLOCK_K])
+        c_desc = tl.make_tensor_descriptor(C, shape=[M, N], strides=[N, 1], block_shape=[BLOCK_M, BLOCK_N])
+        pid = tl.program_id(0)
+        grid_m, grid_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
+        group = pid // (GROUP_M * grid_n)
+        first_m = group * GROUP_M
+        rows = tl.minimum(grid_m - first_m, GROUP_M)
+        pid_m = first_m + (pid % (GROUP_M * grid_n)) % rows
+        pid_n = (pid % (GROUP_M * grid_n)) // rows
+        offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)) % M
+        offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)) % N
+        sa_ptrs = SA + offs_m * stride_sam
+        sb_ptrs = SB + (offs_n // B_BLOCK_ROWS) * stride_sbn
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        a = a_desc.load([pid_m * BLOCK_M, 0])
+        b = b_desc.load([pid_n * BLOCK_N, 0])
+        p = tl.dot(a, b.T)
+        s = tl.load(sa_ptrs)[:, None] * tl.load(sb_ptrs)[None, :]
+        for kb in range(1, tl.cdiv(K, BLOCK_K)):
+            a = a_desc.load([pid_m * BLOCK_M, kb * BLOCK_K])
+            b = b_desc.load([pid_n * BLOCK_N, kb * BLOCK_K])
+            p_next = tl.dot(a, b.T)
+            acc += p * s                                          # promote slice kb-1
+            s = tl.load(sa_ptrs + kb * stride_sak)[:, None] * tl.load(sb_ptrs + kb * stride_sbk)[None, :]
+            p = p_next
+        acc += p * s
         c_desc.store([pid_m * BLOCK_M, pid_n * BLOCK_N], acc.to(C.dtype.element_ty))
 
 
@@ -118,10 +161,11 @@ def _set_allocator() -> None:
 
 
 def fp8_gemm(a: torch.Tensor, sa: torch.Tensor, b: torch.Tensor, sb: torch.Tensor,
-             out_dtype: torch.dtype = torch.bfloat16, tma: bool = False) -> torch.Tensor:
+             out_dtype: torch.dtype = torch.bfloat16, tma: bool = False, pipelined: bool = False) -> torch.Tensor:
     """a (M, K) fp8, sa (M, K/128) fp32; b (N, K) fp8, sb (N/128, K/128) or (N, K/128) fp32 -> (M, N).
 
-    tma=True uses the kernel whose tiles are moved by TMA descriptors (Hopper's bulk tensor copies)."""
+    tma=True uses the kernel whose tiles are moved by TMA descriptors (Hopper's bulk tensor copies);
+    pipelined=True (with TMA) defers each slice's promotion until the next slice's MMA is issued."""
     if triton is None or not a.is_cuda:
         raise ValueError("fp8_gemm needs Triton and a CUDA GPU with FP8 tensor cores (Hopper or newer)")
     M, K = a.shape
@@ -140,7 +184,8 @@ def fp8_gemm(a: torch.Tensor, sa: torch.Tensor, b: torch.Tensor, sb: torch.Tenso
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
     if tma:
         _set_allocator()
-        _fp8_gemm_tma_kernel[grid](a, b, c, sa, sb, M, N, K, sa.stride(0), sa.stride(1), sb.stride(0),
+        kernel = _fp8_gemm_tma_pipelined_kernel if pipelined else _fp8_gemm_tma_kernel
+        kernel[grid](a, b, c, sa, sb, M, N, K, sa.stride(0), sa.stride(1), sb.stride(0),
                                    sb.stride(1), B_BLOCK_ROWS=block_rows)
         return c
     _fp8_gemm_kernel[grid](a, b, c, sa, sb, M, N, K, a.stride(0), b.stride(0), c.stride(0),

@@ -13,6 +13,9 @@ import torch
 from nanoseek.quant.quantize import Quantized
 
 
+FALLBACKS: dict[str, str] = {}  # GEMMs cuBLAS refused and the Triton kernel ran instead, with the error
+
+
 def _col_major(s: torch.Tensor) -> torch.Tensor:
     return s.t().contiguous().t()
 
@@ -32,7 +35,11 @@ def scaled_mm(a: Quantized, b: Quantized, out_dtype: torch.dtype = torch.bfloat1
     try:
         return torch._scaled_mm(a.data, b.data.t(), scale_a=_col_major(a.scale), scale_b=scale_b,
                                 out_dtype=out_dtype)
-    except RuntimeError:
+    except RuntimeError as err:
+        if b.tile == (1, 128):  # 1x128 x 1x128 (Wgrad): not every torch offers it; the Triton kernel does
+            from nanoseek.kernels.fp8_gemm import fp8_gemm_quantized
+            FALLBACKS.setdefault("1x128 x 1x128", str(err).splitlines()[0][:200])
+            return fp8_gemm_quantized(a, b, out_dtype=out_dtype)
         if out_dtype == torch.bfloat16:
             raise
         # blockwise cuBLAS may offer only BF16 output: compute in BF16, hand back the dtype asked for
