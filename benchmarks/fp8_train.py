@@ -33,7 +33,7 @@ SCALES = {
                  block_size=64, batch_size=8, max_steps=160, lr=3e-3, warmup_steps=16, eval_every=40,
                  eval_batches=8),
     "full": dict(model=dict(n_layer=8, n_embd=1024, n_head=16, n_kv_head=16, intermediate_size=2816),
-                 block_size=512, batch_size=32, max_steps=300, lr=1e-3, warmup_steps=30, eval_every=100,
+                 block_size=512, batch_size=32, max_steps=150, lr=1e-3, warmup_steps=15, eval_every=50,
                  eval_batches=20),
     "smoke": dict(model=dict(n_layer=1, n_embd=128, n_head=4, n_kv_head=4, intermediate_size=256),
                   block_size=32, batch_size=8, max_steps=4, lr=3e-3, warmup_steps=1, eval_every=2, eval_batches=1),
@@ -71,15 +71,19 @@ def main() -> None:
             runs[v][seed] = {"final_val_loss": r.final_val_loss, "val_loss": r.val_loss, "eval_steps": r.eval_steps,
                              "train_loss": r.train_loss, "tokens_per_s": r.tokens_per_second, "seconds": r.seconds}
             print(f"seed {seed} {v}: val {r.final_val_loss:.4f}, {r.tokens_per_second:,.0f} tokens/s", flush=True)
-    if smoke:
-        return
+        if not smoke:  # recorded after every seed, so a run stopped early keeps what it finished
+            record(args, S, scale, dev, backend, reference, variants, runs, [s for s in seeds if s in runs[variants[-1]]])
+
+
+def record(args, S, scale, dev, backend, reference, variants, runs, seeds) -> None:
     final = {v: SeedSummary(tuple(runs[v][s]["final_val_loss"] for s in seeds), tuple(seeds)) for v in variants}
     gaps = {v: SeedSummary(tuple(100 * (runs[v][s]["final_val_loss"] / runs[reference][s]["final_val_loss"] - 1)
                                  for s in seeds), tuple(seeds)) for v in variants if v != reference}
     speed = {v: SeedSummary(tuple(runs[v][s]["tokens_per_s"] for s in seeds), tuple(seeds)) for v in variants}
     verdicts = {v: verdict(final[v], final[reference], names=(v, reference)) for v in variants if v != reference}
-    body = [f"Chapter 4's decoder ({S['model']}) on the minids stories (tiny corpus; model scale {scale}), {S['max_steps']} steps, "
-            f"batch {S['batch_size']}x{S['block_size']}, on {dev}; FP8 backend `{backend}`; seeds {seeds}.", "",
+    body = [f"Chapter 4's decoder ({S['model']}) on the minids stories (tiny corpus; model scale {scale}), "
+            f"{S['max_steps']} steps, batch {S['batch_size']}x{S['block_size']}, on {dev}; FP8 backend `{backend}`; "
+            f"seeds {seeds}.", "",
             "Final validation loss (nats/char):", "", table(final), "",
             f"Relative gap to {reference} of the same seed, in percent:", "", table(gaps, digits=3), "",
             "Tokens per second:", "", table(speed, digits=0), "",
@@ -88,7 +92,7 @@ def main() -> None:
     name = "fp8_train_cuda" if args.gpu else "fp8_train"
     write_result(name, "\n".join(body), data={
         "scale": scale, "device": dev, "backend": backend, "reference": reference, "seeds": seeds,
-        "config": S, "runs": {v: {str(s): r for s, r in rs.items()} for v, rs in runs.items()},
+        "config": S, "runs": {v: {str(s): runs[v][s] for s in seeds} for v in variants},
         "final_val_loss": {v: {"mean": x.mean, "std": x.std, "values": list(x.values)} for v, x in final.items()},
         "gap_percent": {v: {"mean": x.mean, "std": x.std, "values": list(x.values)} for v, x in gaps.items()},
         "tokens_per_s": {v: {"mean": x.mean, "values": list(x.values)} for v, x in speed.items()},

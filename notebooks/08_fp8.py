@@ -280,28 +280,49 @@ print("| scaling | SQNR real (dB) | SQNR with a 100x channel (dB) | ... on the o
 print("| --- | ---: | ---: | ---: |")
 for name in GRANULARITIES:
     print(f"| {name} | {sq_real[name]:.1f} | {sq_planted[name]:.1f} | {sq_others[name]:.1f} |")
-fig, ax = plt.subplots(figsize=(8, 3.5))
-w = 0.27
-for i, (label, sq) in enumerate((("real activations", sq_real), ("with a 100x channel", sq_planted),
-                                 ("other channels, with it", sq_others))):
-    ax.bar([j + (i - 1) * w for j in range(len(sq))], list(sq.values()), w, label=label)
-ax.set_xticks(range(len(GRANULARITIES)), list(GRANULARITIES))
-ax.axhline(25, color="k", ls=":", lw=1)
-ax.set(ylabel="SQNR (dB, higher is better)", title="E4M3 quantization error by scaling granularity")
-ax.legend(fontsize=8)
-plt.tight_layout()
-plt.show()
-assert sq_others["1×128 tile"] > sq_others["128×128 block"] >= sq_others["per tensor"] - 0.5
-assert sq_others["1×128 tile"] > sq_others["per token (row)"] + 3
 assert sq_planted["1×128 tile"] >= 25 and sq_others["1×128 tile"] >= 25
 
 # %% [markdown]
-# With the planted channel, every row contains it, so a per-row scale is as bad as a per-tensor one for the
-# other channels: the outlier sets every row's scale. A 1×128 tile confines the damage to the 128 channels
-# that share the outlier's tile; a 128×128 block confines it too, but spreads the largest token of 128 over
-# them all. (E4M3 spans about 17 binades, so a 100× outlier costs precision rather than flushing everything to
-# zero; the ordinary channels above pay it.) This is DeepSeek-V3's argument for tiles along the GEMM's
-# reduction dimension: as fine as possible while the scales can still be applied per 128 of K.
+# The first surprise: a 100× channel barely hurts anyone. E4M3 spans about 17 binades, so shifting the
+# scale by 7 of them (100 ≈ 2^6.6) costs the ordinary channels only the few values that fall into the
+# subnormals; the ~32 dB that every scheme shows is E4M3's own rounding (3 mantissa bits). The second: with
+# the channel planted, per-row scaling is no better than per-tensor for the other channels, because every
+# row contains the outlier and it sets every row's scale. How large must an outlier be before the
+# granularity decides? We sweep the planted factor:
+
+# %%
+factors = [1, 10, 100, 1_000, 10_000]
+sweep = {name: [] for name in GRANULARITIES}
+for f in factors:
+    p = real.clone()
+    p[:, 5] *= f
+    for name, tile in GRANULARITIES.items():
+        sweep[name].append(sqnr_db(p[:, others], fake_quantize(p, tile)[:, others]))
+fig, ax = plt.subplots(figsize=(7, 3.5))
+for name, values in sweep.items():
+    ax.plot(factors, values, "o-", label=name)
+ax.axhline(25, color="k", ls=":", lw=1)
+ax.set(xscale="log", xlabel="planted channel, times the activations' largest value", ylabel="SQNR, other channels (dB)",
+       title=f"{layer} input of chapter 4's model, E4M3")
+ax.legend()
+plt.show()
+print("| factor | " + " | ".join(GRANULARITIES) + " |\n| ---: |" + " ---: |" * len(GRANULARITIES))
+for i, f in enumerate(factors):
+    print(f"| {f:,} | " + " | ".join(f"{sweep[n][i]:.1f}" for n in GRANULARITIES) + " |")
+for i in range(len(factors)):
+    tile = sweep["1×128 tile"][i]
+    assert tile >= sweep["per token (row)"][i] and tile >= sweep["128×128 block"][i] and tile > sweep["per tensor"][i]
+    assert tile >= 25
+assert sweep["1×128 tile"][-1] - sweep["per tensor"][-1] > 10
+
+# %% [markdown]
+# The ordering holds at every size: 1×128 tiles are never worse than rows, blocks or the whole tensor, and
+# stay above 25 dB throughout. The gap opens only when the outlier is thousands of times the rest, the size
+# that DeepSeek-V3 and others observe in large models' activations and, above all, gradients; there the
+# per-tensor scale drives the ordinary channels into E4M3's subnormals and zero. A 128×128 block sits in
+# between: it confines the outlier to 128 channels but spreads one token's scale over 128 tokens. This is
+# the paper's argument for 1×128 tiles along the GEMM's reduction dimension: as fine as possible while the
+# scales can still be applied once per 128 elements of K.
 #
 # ## The accumulator: 14 bits are not enough
 # A GEMM adds K products per output. DeepSeek measured that the FP8 tensor cores of the H800 keep only
@@ -472,17 +493,22 @@ else:
     ax.set(xlabel="step", ylabel="validation loss (nats/char)", title="three seeds per variant")
     ax.legend()
     plt.show()
-    spread = max(s.high - s.low for s in summary.values())
+    noise = summary[ref].std / summary[ref].mean
     for v, g in gaps.items():
+        pos = sum(x > 0 for x in g.values)
+        print(f"{v}: paired gap {g.mean:+.2f}% ± {g.std:.2f} (FP8 worse in {pos} of {g.n} seeds); "
+              f"the {ref} loss itself varies by {noise:.1%} (std/mean) across seeds")
         assert abs(g.mean) < 5, (v, g)
 
 # %% [markdown]
-# Read the verdicts as the seeds allow: where the ranges overlap the variants tie, and a tie is what
-# "FP8 matches" means at this scale. Our runs are thousands of times shorter than the paper's, with
-# activations that have had no time to grow the outliers a long run develops, so a tie here neither
-# confirms nor refutes the divergence DeepSeek saw with 128×128 gradient blocks over 300B tokens; what it
-# shows is that the recipe is not broken at small scale, and how large the noise is that any claim of a
-# 0.25% gap has to clear.
+# Read the verdicts as the seeds allow. Across seeds the final losses of every variant overlap: a tie, which
+# is what "FP8 matches" can mean at this scale. Paired by seed (same weights, same batches) the FP8 runs
+# come out slightly behind, by a fraction of the seed-to-seed spread; whether that small paired gap is real
+# would take more seeds than this budget has. Per-tensor scaling ties too: our tiny model's activations
+# have no outliers of the size the sweep above needs. And the paper's warning is neither confirmed nor
+# refuted: DeepSeek saw 128×128 activation-gradient blocks diverge on a 16B MoE after about 300B tokens; our
+# runs are a few hundred thousand tokens on a 0.4M model, too short to grow the token-correlated gradient
+# outliers that break a block's shared scale.
 #
 # ## On the GPU: the real GEMMs
 # On a Hopper GPU the same operands go to FP8 tensor cores. `torch._scaled_mm` calls cuBLAS with per-tensor
@@ -514,7 +540,7 @@ else:
     for p in paths:
         ax.plot(range(len(rows)), [r[p].get("tflops", float("nan")) for r in rows], "o-", label=p)
     ax.set_xticks(range(len(rows)), [f"{r['M']}\n{r['N']}x{r['K']}" for r in rows], fontsize=6)
-    ax.set(ylabel="TFLOP/s", title="FP8 pays at large M; at M = 64 every path is memory-bound")
+    ax.set(ylabel="TFLOP/s", title="FP8 pays at M = 4096; at M = 64-128 the weights' bytes decide")
     ax.legend(fontsize=7)
     plt.tight_layout()
     plt.show()
@@ -523,12 +549,25 @@ else:
     print("4096x7168x16384:", {p: f"{v:.0f}" if v else "failed" for p, v in speed.items()})
     block = speed.get("fp8 blockwise (_scaled_mm)")
     best_triton = max(v for p, v in speed.items() if "Triton" in p and v)
-    print(f"blockwise _scaled_mm / bf16 = {block / speed['bf16']:.2f}x (target 1.5x); best Triton / _scaled_mm "
-          f"= {best_triton / block:.0%} (target 80%)")
+    print(f"blockwise _scaled_mm / bf16 = {block / speed['bf16']:.2f}x (target 1.5x); tensorwise / bf16 = "
+          f"{speed['fp8 tensorwise (_scaled_mm)'] / speed['bf16']:.2f}x")
+    for p in paths:
+        if "Triton" in p and speed[p]:
+            print(f"{p} / blockwise _scaled_mm = {speed[p] / block:.0%} (target 80%)")
+    print(f"DeepGEMM on an H800: 1,358-1,550 TFLOP/s; ours, best: {block:.0f} (cuBLAS), {best_triton:.0f} (Triton)")
     small = [r for r in rows if r["M"] == 64]
     assert all(r["fp8 blockwise (_scaled_mm)"]["calc_diff"] < 1e-3 for r in rows if "calc_diff" in r["fp8 blockwise (_scaled_mm)"])
 
 # %% [markdown]
+# Where the Triton kernel loses: each 128-wide slice's MMA must finish before its result can be scaled
+# and added, so the tensor cores wait for the CUDA cores once per slice. Moving tiles with TMA descriptors
+# helps a little; writing the promotion of slice k−1 after issuing slice k's MMA (the "pipelined" variant)
+# made it slower: it keeps a second accumulator tile live, which costs registers, and we could not get
+# Triton to keep the MMA in flight across the add. DeepGEMM avoids the wait with two consumer warpgroups that take turns (one promotes while
+# the other multiplies), hand-placed register budgets and an FFMA interleaving pass over its SASS, which
+# Triton does not expose. And at M = 64 every path is limited by reading the weights: FP8 halves the bytes,
+# not the time of a kernel that waits on memory, and quantizing the activations is extra work.
+#
 # The FP8 training run on the H200 (`benchmarks/fp8_train.py --gpu`): a larger decoder in BF16 autocast and
 # with its linear layers through `torch._scaled_mm` blockwise FP8 (quantization done by our PyTorch code,
 # not fused kernels):
@@ -539,13 +578,25 @@ if gpu_train is None:
     print("fp8_train_cuda: not recorded yet")
 else:
     d = gpu_train["data"]
-    for v, s in d["final_val_loss"].items():
-        print(f"{v}: val loss {s['mean']:.4f} (seeds {s['values']}), {d['tokens_per_s'][v]['mean']:,.0f} tokens/s")
+    print(f"{d['config']['model']}, {d['config']['max_steps']} steps of {d['config']['batch_size']}x"
+          f"{d['config']['block_size']} tokens, seeds {d['seeds']} ({gpu_train['date'][:10]}, {gpu_train.get('gpu')})")
+    for v, sv in d["final_val_loss"].items():
+        print(f"{v}: val loss {sv['mean']:.4f} (seeds {[round(x, 4) for x in sv['values']]}), "
+              f"{d['tokens_per_s'][v]['mean']:,.0f} tokens/s")
     for v, g in d["gap_percent"].items():
-        print(f"{v} vs {d['reference']}: gap {g['mean']:+.3f}% (seeds {[round(x, 3) for x in g['values']]}), "
-              f"verdict {d['verdicts'][v]}")
+        print(f"{v} vs {d['reference']}: gap {g['mean']:+.2f}% over {len(g['values'])} seed(s): "
+              + ("one seed is no verdict" if len(g["values"]) < 2 else f"verdict {d['verdicts'][v]}"))
 
 # %% [markdown]
+# Two things to read in it. Speed: at this size our FP8 training is slower than BF16, because every FP8
+# GEMM is preceded by quantization written as a handful of PyTorch kernels (pad, amax, scale, clamp,
+# cast, transpose), each reading and writing the whole tensor; production recipes fuse it into the
+# previous layer's kernel. Loss: the FP8 run was behind at the end of one seed's short run, during the
+# steepest part of its loss curve; the device time ran out before a second seed, so that gap is a
+# measurement, not yet a verdict, and the CPU record above, with three seeds, is the one to rank by.
+# (Its weight-gradient GEMM, 1×128 by 1×128 tiles, ran through `torch._scaled_mm`; `tests/test_fp8_gpu.py`
+# checks that path against BF16, on the next GPU run.)
+#
 # ## Paper says / we measured
 
 # %%
@@ -562,8 +613,9 @@ rows_md = [
     f"{acc4[('sum', None, 'uniform')]['rel_error']:.2%} (cut the sum) to {acc4[('products', None, 'uniform')]['rel_error']:.1%} "
     "(cut every addend), emulated | the paper does not say how addends are aligned, nor its inputs |",
     f"| promotion every 128 | fixes it | {acc4[('products', 128, 'uniform')]['rel_error']:.3%} | emulated, same inputs |",
-    f"| 1×128 tiles contain outliers | qualitative | {sq_others['1×128 tile']:.1f} dB vs {sq_others['per tensor']:.1f} dB "
-    "per tensor on the other channels | chapter 4's small model plus a planted 100× channel |",
+    f"| 1×128 tiles contain outliers | qualitative | other channels: {sq_others['1×128 tile']:.1f} vs "
+    f"{sq_others['per tensor']:.1f} dB per tensor with a 100× channel, {sweep['1×128 tile'][-1]:.1f} vs "
+    f"{sweep['per tensor'][-1]:.1f} dB with a 10,000× one | chapter 4's small model, planted channels |",
     f"| FP8 vs BF16 loss gap | < 0.25% (16B and 230B models, ~1T tokens) | {fmt_or(train_gap, '+.2f')}% (CPU, "
     f"simulated, vs FP32), {fmt_or(gpu_gap, '+.2f')}% (H200, vs BF16) | models and runs many orders of magnitude smaller; see seeds |",
     f"| DeepGEMM blockwise GEMM, 4096×7168×16384 | 1,358–1,550 TFLOP/s (H800) | "
@@ -589,14 +641,14 @@ display(Markdown("\n".join(rows_md)))
 # ## Summary
 # - E4M3 has 3 mantissa bits and tops out at 448; a cast past it saturates on this CPU but is NaN on the GPU,
 #   so quantizers clamp before casting.
-# - One scale per 1×128 activation tile and per 128×128 weight block keeps outliers local; on real
-#   activations with a planted 100× channel the tiles keep well above 25 dB where per-tensor and per-row
-#   scales lose the ordinary channels.
+# - One scale per 1×128 activation tile and per 128×128 weight block keeps outliers local: on real
+#   activations the tiles are never worse than rows, blocks or tensors, a 100× channel costs E4M3 little,
+#   and at 10,000× per-tensor scaling loses the ordinary channels while the tiles stay above 25 dB.
 # - A 14-bit accumulator's error grows with K; promoting to FP32 every 128 elements keeps it at the level of
 #   one 128-long sum, and is also where the tile scales are applied.
 # - Training with FP8 in all three GEMMs of every linear layer ties with FP32/BF16 at our scale, within seeds.
-# - On an H200 blockwise FP8 GEMMs beat BF16 only at large M; our Triton kernel shows where the remaining
-#   speed of DeepGEMM comes from.
+# - On an H200 blockwise FP8 GEMMs beat BF16 clearly at M = 4096 and often lose at M = 64–128; our Triton
+#   kernel, slower than cuBLAS, shows where DeepGEMM's remaining speed comes from.
 #
 # ## Exercises
 # Edit each function, run its cell, and the checker tells you whether it is right. Solutions are hidden below

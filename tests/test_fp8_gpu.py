@@ -76,3 +76,11 @@ def test_wgrad_tiles_on_gpu():
     xt = transpose(quantize(x[:, :1024].contiguous(), (128, 1)))
     ref = dy.float().T @ x[:, :1024].float()
     assert calc_diff(fp8_mm(dyt, xt, "scaled_mm"), ref) < 1e-3
+
+
+@pytest.mark.parametrize("K", [768, 2816])
+def test_scaled_mm_pads_k_that_cublas_cannot_take(K):
+    """K/128 not a multiple of 4: cuBLAS computed garbage (K = 768) or refused (K = 2816) unpadded."""
+    from nanoseek.quant.scaled_mm import scaled_mm
+    x, w, ref = _operands(256, 1024, K)
+    assert calc_diff(scaled_mm(quantize(x, (1, 128)), quantize(w, (128, 128))), ref) < 1e-3
