@@ -281,3 +281,41 @@ def test_bad_backend_and_recipe_are_value_errors():
         fp8_linear(torch.randn(2, 128), torch.randn(4, 128), backend="cuda")
     with pytest.raises(ValueError, match="recipe"):
         fp8_linear(torch.randn(2, 128), torch.randn(4, 128), recipe="mxfp8")
+
+
+def test_cast_fp8_overflow_rule_is_explicit():
+    from nanoseek.quant import cast_fp8
+    x = torch.tensor([470.0, -1e9, 448.0, 1.0])
+    assert cast_fp8(x).float()[:2].isnan().all() and cast_fp8(x).float()[2:].tolist() == [448.0, 1.0]
+    assert cast_fp8(x, saturate=True).float().tolist() == [448.0, -448.0, 448.0, 1.0]
+    assert torch.isinf(cast_fp8(torch.tensor([1e9]), E5M2).float()).all()
+
+
+def test_scaled_mm_k_padding_keeps_the_values():
+    from nanoseek.quant.scaled_mm import _pad_k
+    q = quantize(torch.randn(8, 768), (1, 128))
+    p = _pad_k(q, 8)
+    assert p.data.shape == (8, 1024) and p.scale.shape == (8, 8)
+    assert torch.equal(p.dequantize()[:, :768], q.dequantize()) and p.dequantize()[:, 768:].abs().sum() == 0
+
+
+def test_gpu_backends_say_what_they_need_on_a_cpu():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    a, b = quantize(torch.randn(4, 128), (1, 128)), quantize(torch.randn(4, 128), (128, 128))
+    for backend in ("scaled_mm", "triton"):
+        with pytest.raises(ValueError, match="CUDA|GPU"):
+            from nanoseek.quant import fp8_mm
+            fp8_mm(a, b, backend)
+
+
+def test_experiment_variants_share_initial_weights():
+    from nanoseek.models.decoder import DecoderConfig
+    from nanoseek.quant.experiment import build_model
+    cfg = DecoderConfig(vocab_size=30, n_layer=1, n_embd=64, n_head=4, n_kv_head=4, intermediate_size=128,
+                        max_seq_len=16)
+    a, b = build_model("fp32", cfg, seed=3), build_model("fp8-deepseek", cfg, seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert isinstance(b.layers[0].ffn.up_proj, FP8Linear) and not isinstance(a.layers[0].ffn.up_proj, FP8Linear)
+    with pytest.raises(ValueError, match="variant"):
+        build_model("int8", cfg, seed=0)
