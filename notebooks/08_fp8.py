@@ -406,8 +406,9 @@ for align in ("sum", "products"):
 # Which one an H800 does is not stated in the paper, and we cannot measure it on a CPU. What both readings
 # agree on is the shape: without promotion the error grows with K, because every truncation loses a
 # fraction of an ever larger sum; with promotion every 128 it stays at the level of a 128-long sum, whatever
-# K is. With Gaussian inputs the sum grows only like √K and the problem is far milder — one reason the
-# problem hides in unit tests and shows up in training, whose gradient GEMMs sum over many thousands of tokens.
+# K is. With DeepGEMM's Gaussian inputs, whose products cancel, the fixed-point reading is no worse than the
+# plain one: it is sums that keep growing, like those of positive activations or of a weight gradient summed
+# over thousands of tokens, that make limited accumulation dangerous, and random test matrices that hide it.
 #
 # ## An FP8 linear layer for training
 # A linear layer runs three GEMMs per training step: **Fprop** $y = xW^\top$, **Dgrad** $dx = dy\,W$ and
