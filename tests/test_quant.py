@@ -319,3 +319,12 @@ def test_experiment_variants_share_initial_weights():
     assert isinstance(b.layers[0].ffn.up_proj, FP8Linear) and not isinstance(a.layers[0].ffn.up_proj, FP8Linear)
     with pytest.raises(ValueError, match="variant"):
         build_model("int8", cfg, seed=0)
+
+
+def test_from_linear_shares_parameters_and_matches_fake_quantized_linear():
+    lin = nn.Linear(256, 130)
+    f = FP8Linear.from_linear(lin)
+    assert f.weight is lin.weight and f.bias is lin.bias
+    x = torch.randn(3, 5, 256)
+    want = fake_quantize(x.reshape(-1, 256), (1, 128)) @ fake_quantize(lin.weight.detach(), (128, 128)).T + lin.bias
+    torch.testing.assert_close(f(x).reshape(-1, 130), want)

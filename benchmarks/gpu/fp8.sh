@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Chapter 8 on the H200: FP8 GEMM correctness (tests/test_fp8_gpu.py), the four GEMM paths' TFLOP/s on
 # DeepGEMM's shapes (benchmarks/fp8_gemm.py), the bf16-vs-FP8 training run at `full`
-# (benchmarks/fp8_train.py --gpu), and the chapter at `full` (tools/run_full.py). About 5 minutes there.
+# (benchmarks/fp8_train.py --gpu), and the chapter at `full` (tools/run_full.py). Measured there: the gemm
+# stage about 120 s (Triton autotuning included), train about 35 s a seed (bf16 + FP8); notebook not yet run.
 # Stages: FP8_STAGES="gemm train notebook" (default: all). On a CPU: NANOSEEK_GPU_SMOKE=1 (seconds).
 set -uo pipefail
 cd "$(dirname "$0")/../.."

@@ -129,6 +129,15 @@ class FP8Linear(nn.Linear):
             raise ValueError(f"fp8 backend must be one of {BACKENDS}, got backend={backend!r}")
         self.recipe, self.backend = get_recipe(recipe), backend
 
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, recipe: "FP8Recipe | str" = "deepseek", backend: str = "sim"
+                    ) -> "FP8Linear":
+        """An FP8Linear that shares `linear`'s parameters (no copy: the optimizer's tensors stay the same)."""
+        new = cls(linear.in_features, linear.out_features, linear.bias is not None, recipe=recipe, backend=backend,
+                  device="meta")
+        new.weight, new.bias = linear.weight, linear.bias
+        return new
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return fp8_linear(x, self.weight, self.bias, self.recipe, self.backend)
 
@@ -152,12 +161,7 @@ def convert_to_fp8(model: nn.Module, recipe: "FP8Recipe | str" = "deepseek", bac
             full = f"{name}.{child_name}" if name else child_name
             if type(child) is not nn.Linear or full.split(".")[-1] in skip:
                 continue
-            new = FP8Linear.__new__(FP8Linear)
-            nn.Module.__init__(new)
-            new.in_features, new.out_features = child.in_features, child.out_features
-            new.weight, new.bias = child.weight, child.bias
-            new.recipe, new.backend = recipe, backend
-            setattr(module, child_name, new)
+            setattr(module, child_name, FP8Linear.from_linear(child, recipe, backend))
             converted.append(full)
     return converted
 
