@@ -69,13 +69,18 @@ def test_fp8_linear_backward_on_gpu(backend):
 
 
 def test_wgrad_tiles_on_gpu():
-    """1×128 × 1×128 (both operands per token tile): the weight-gradient GEMM."""
+    """1×128 × 1×128 (both operands per token tile): the weight-gradient GEMM dW = dyᵀ x, through
+    torch._scaled_mm and through the Triton kernel."""
     from nanoseek.quant import fp8_mm
-    dy, x, _ = _operands(4096, 1024, 2048)  # dy (T, N) and x (T, K) share T
-    dyt = transpose(quantize(dy.T.contiguous().T, (128, 1)))
-    xt = transpose(quantize(x[:, :1024].contiguous(), (128, 1)))
-    ref = dy.float().T @ x[:, :1024].float()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    dy = torch.randn(4096, 1024, device="cuda", dtype=torch.bfloat16, generator=g)   # (T, N)
+    x = torch.randn(4096, 2048, device="cuda", dtype=torch.bfloat16, generator=g)    # (T, K)
+    dyt = transpose(quantize(dy, (128, 1)))                                           # (N, T) in 1x128 tiles
+    xt = transpose(quantize(x, (128, 1)))                                             # (K, T) in 1x128 tiles
+    ref = dy.float().T @ x.float()
     assert calc_diff(fp8_mm(dyt, xt, "scaled_mm"), ref) < 1e-3
+    if pytest.importorskip("triton"):
+        assert calc_diff(fp8_mm(dyt, xt, "triton"), ref) < 1e-3
 
 
 @pytest.mark.parametrize("K", [768, 2816])
