@@ -139,9 +139,9 @@ def main(argv: list[str]) -> int:
             "", f"RL: {recipe['rl']['steps']} steps x {recipe['rl']['prompts_per_step']} prompts x "
             f"{recipe['rl']['group_size']} samples; seeds {args.seeds}.", ""]
     for key in ("accuracy", "length", "worked_share", "tokens_per_correct"):
-        body += [f"### held-out {key} at the end", "", table({n: summary(n, key) for n in runs}, digits=3), ""]
+        body += [f"## held-out {key} at the end", "", table({n: summary(n, key) for n in runs}, digits=3), ""]
     if {"grpo_eq", "reinforce_eq", "ppo_eq"} <= set(runs):
-        body += ["### fair comparison (equal rollouts, 2 updates a step), accuracy", ""]
+        body += ["## fair comparison (equal rollouts, 2 updates a step), accuracy", ""]
         for a, b in (("grpo_eq", "reinforce_eq"), ("grpo_eq", "ppo_eq"), ("ppo_eq", "reinforce_eq")):
             body.append(f"- {a} vs {b}: {verdict(summary(a, 'accuracy'), summary(b, 'accuracy'), lower_is_better=False, names=(a, b))}")
         body.append("")
