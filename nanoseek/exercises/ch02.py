@@ -20,6 +20,9 @@ def _reference() -> Tokenizer:
     text = (
         "Once upon a time, Lily found a red ball in the park. She was very happy. "
         "从前，莉莉在公园里找到了一个红色的球。她非常高兴。"
+        # digits: the split cuts "123456" into "123" + "456", so a learned merge such as ("3", "4") can sit
+        # across a chunk boundary, and an encode that skips `split_text` gives other ids
+        "She counted 34, 343 and 3434 stars. "
     ) * 3
     return Tokenizer.train(text, 330, special_tokens=["<|endoftext|>"])
 
@@ -57,6 +60,7 @@ def check_most_frequent_pair(most_frequent_pair: Callable[[list[list[int]]], tup
             [[5, 5, 5]],  # overlapping occurrences count twice
             [[1, 2], [3, 4, 1, 2], [7]],
             [[1], [2], [1], [2], [3, 4]],  # pairs never cross chunks: (1, 2) is not a pair here, (3, 4) is
+            [[7, 7, 7, 7], [1, 2], [1, 2]],  # (7, 7) is seen 3 times (overlaps count), (1, 2) twice
         ] + [[list(c.encode()) for c in split_text(t)] for t in _TEXTS]
         for chunks in cases:
             counts: dict = {}
@@ -80,7 +84,8 @@ def check_encode(encode: Callable[[str, Sequence[tuple[int, int, int]]], list[in
     def checks():
         tok = _reference()
         merges = tok.merges
-        for text in _TEXTS + ("", " ", "Lily found a ball.", "她非常高兴！", "🙂 e\u0301"):
+        for text in _TEXTS + ("", " ", "Lily found a ball.", "她非常高兴！", "🙂 e\u0301", "343434 and 1234",
+                     "pyiyapy antaherer"):  # a later merge that occurs more often than an earlier one
             want = tok.encode(text)
             got = encode(text, merges)
             expect(isinstance(got, list), f"return a list of ints, got {type(got).__name__}")
