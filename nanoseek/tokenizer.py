@@ -613,11 +613,55 @@ def load(path: str | os.PathLike) -> Tokenizer:
     return Tokenizer.load(path)
 
 
+def encode_iterable(tok: Tokenizer, pieces: Iterable[str], hold: int = 3) -> Iterator[int]:
+    """The ids of ``tok.encode_ordinary("".join(pieces))``, yielded while the pieces stream in (file lines,
+    network chunks), so memory is bounded by a piece plus a few pre-tokens, not by the whole text.
+
+    A pre-token that touches the end of what has arrived may still grow, or split differently, when the next
+    piece comes (a run of spaces that turns out to end in a newline; letters that continue). So the last
+    ``hold`` pre-tokens of the buffer wait for more text; everything before them is final, because the split
+    pattern never looks further back than that. (Chapter 2; ``tests/test_tokenizer_stream.py`` checks it
+    against ``encode_ordinary`` on random cuts of varied text.)
+    """
+    if not isinstance(hold, int) or hold < 2:
+        raise ValueError(f"hold={hold!r}: at least 2 pre-tokens must wait for the next piece")
+    buffer = ""
+    for piece in pieces:
+        buffer += _check_text(piece, "piece")
+        chunks = list(iter_chunks(buffer, tok.pattern))
+        if len(chunks) > hold:
+            for chunk in chunks[:-hold]:
+                _utf8(chunk)  # lone surrogates raise here, as in encode
+                yield from tok._encode_chunk(chunk)
+            buffer = "".join(chunks[-hold:])
+    if buffer:
+        yield from tok.encode_ordinary(buffer)
+
+
+def bits_per_byte(loss: float, n_tokens: int, n_bytes: int) -> float:
+    """A mean cross-entropy of ``loss`` nats per token over ``n_tokens`` tokens of a text of ``n_bytes`` UTF-8
+    bytes, in bits per byte: ``loss * n_tokens / n_bytes / ln 2``. (Chapter 2.)
+
+    Nats per token depend on the tokenizer (a character-level model of chapter 1 and a BPE model of chapter 3
+    predict different units); the total information the model needs for the text does not. Bits per byte
+    compares any two models on the same text.
+    """
+    import math
+
+    if not n_bytes > 0:
+        raise ValueError(f"n_bytes={n_bytes!r} must be > 0")
+    if not n_tokens > 0:
+        raise ValueError(f"n_tokens={n_tokens!r} must be > 0")
+    return loss * n_tokens / n_bytes / math.log(2)
+
+
 __all__ = [
     "GPT4_SPLIT_PATTERN",
     "GPT2_SPLIT_PATTERN",
     "Tokenizer",
+    "bits_per_byte",
     "bytes_to_unicode",
+    "encode_iterable",
     "count_pairs",
     "iter_chunks",
     "load",
