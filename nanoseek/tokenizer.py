@@ -52,6 +52,31 @@ GPT4_SPLIT_PATTERN = (
 # GPT-2's pattern, kept for comparison in the chapter.
 GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
+# DeepSeek-V3's pre-tokenizer (its tokenizer.json) is a chain of three isolating splits: numbers in runs of up to
+# three digits, then runs of CJK ideographs and kana, then a GPT-4-like regex on what is left. `deepseek_pattern`
+# writes the chain as one regex for `split_text` and `Tokenizer(pattern=...)`: numbers and CJK runs first, the
+# letter classes without CJK, and whitespace lookaheads that stop at a digit or a CJK character (the chain's
+# later splits never see across those). `digits=1` is DeepSeek LLM's rule, every digit on its own.
+# (Chapter 2; `tests/test_tokenizer_deepseek.py` checks it against the chain run by `tokenizers`.)
+_CJK = "\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff"
+
+
+def deepseek_pattern(digits: int = 3) -> str:
+    """DeepSeek's pre-tokenizer as one split pattern: ``digits=3`` DeepSeek-V3, ``digits=1`` DeepSeek LLM's
+    single digits."""
+    if digits not in (1, 3):
+        raise ValueError(f"digits={digits!r}: DeepSeek-V3 groups up to 3 digits, DeepSeek LLM 1")
+    num = r"\p{N}{1,3}" if digits == 3 else r"\p{N}"
+    letter = rf"[[\p{{L}}\p{{M}}]--[{_CJK}]]"
+    stop = rf"(?![^\s\p{{N}}{_CJK}])"  # "not followed by a non-space" inside one piece of the chain
+    return (rf"(?V1){num}|[{_CJK}]+|[!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{{|}}~][A-Za-z]+"
+            rf"|[^\r\n\p{{L}}\p{{P}}\p{{S}}\p{{N}}]?{letter}+| ?[\p{{P}}\p{{S}}]+[\r\n]*|\s*[\r\n]+"
+            rf"|\s+{stop}|\s+")
+
+
+DEEPSEEK_V3_SPLIT_PATTERN = deepseek_pattern(3)
+DEEPSEEK_LLM_DIGITS_SPLIT_PATTERN = deepseek_pattern(1)
+
 FORMAT = "nanoseek-bpe"
 FORMAT_VERSION = 1
 
@@ -658,6 +683,9 @@ def bits_per_byte(loss: float, n_tokens: int, n_bytes: int) -> float:
 __all__ = [
     "GPT4_SPLIT_PATTERN",
     "GPT2_SPLIT_PATTERN",
+    "DEEPSEEK_V3_SPLIT_PATTERN",
+    "DEEPSEEK_LLM_DIGITS_SPLIT_PATTERN",
+    "deepseek_pattern",
     "Tokenizer",
     "bits_per_byte",
     "bytes_to_unicode",
