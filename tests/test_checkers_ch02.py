@@ -220,8 +220,55 @@ STREAM_WRONG = {
 }
 
 
+# ---------------------------------------------------------------------------------------------- BPE training
+def make_trainer(*, split=True, tie="order", fresh=True, extra=0, first_only=False, recount=True, across=False):
+    def train_bpe(text, vocab_size):
+        chunks = [list(c.encode("utf-8")) for c in (split_text(text) if split else [text])]
+        if across:
+            chunks = [[i for c in chunks for i in c]]
+        merges, frozen = [], None
+        for new_id in range(256, vocab_size + extra):
+            counts = counts_of(chunks)
+            if not recount:
+                frozen = frozen or counts
+                counts = {p: frozen.get(p, 0) for p in counts}
+            if not counts:
+                break
+            if tie == "order":
+                pair = min(counts, key=lambda p: (-counts[p], tie_order(p[0]), tie_order(p[1])))
+            elif tie == "raw":
+                pair = min(counts, key=lambda p: (-counts[p], p))
+            else:
+                pair = max(counts, key=lambda p: (counts[p], p))
+            nid = new_id if fresh else 256
+            if first_only:
+                out = []
+                done = False
+                for ids in chunks:
+                    if not done and any((a, b) == pair for a, b in zip(ids, ids[1:])):
+                        k = next(i for i, ab in enumerate(zip(ids, ids[1:])) if ab == pair)
+                        ids = ids[:k] + [nid] + ids[k + 2:]
+                        done = True
+                    out.append(ids)
+                chunks = out
+            else:
+                chunks = [merge_right(ids, pair, nid) for ids in chunks]
+            merges.append((pair[0], pair[1], nid))
+        return merges
+
+    return train_bpe
+
+
+TRAIN_WRONG = {"no split_text": make_trainer(split=False), "pairs across chunks": make_trainer(across=True),
+               "ties by raw id": make_trainer(tie="raw"), "ties by the largest pair": make_trainer(tie="max"),
+               "every merge gets id 256": make_trainer(fresh=False), "one merge too many": make_trainer(extra=1),
+               "only the first occurrence merged": make_trainer(first_only=True),
+               "counts never updated": make_trainer(recount=False)}
+
+
 CASES = [
     ("merge", ch02.check_merge, merge_right, MERGE_WRONG),
+    ("train bpe", ch02.check_train_bpe, make_trainer(), TRAIN_WRONG),
     ("most frequent pair", ch02.check_most_frequent_pair, pair_right, PAIR_WRONG),
     ("encode", ch02.check_encode, encode_right, ENCODE_WRONG),
     ("stream decode", ch02.check_stream_decode, stream_right, STREAM_WRONG),

@@ -112,4 +112,26 @@ def check_stream_decode(stream_decode: Callable[[Tokenizer, list[int]], list[str
     return checking("streaming decode", checks)
 
 
-__all__ = ["check_merge", "check_most_frequent_pair", "check_encode", "check_stream_decode"]
+def check_train_bpe(train_bpe: Callable[[str, int], list]) -> bool:
+    """Exercise 5: BPE training, ``train_bpe(text, vocab_size) -> [(a, b, new_id), ...]``, against the package's
+    trainer (the same merges as Hugging Face ``tokenizers``)."""
+
+    def checks():
+        cases = [("aaabdaaabac", 259), ("the cat sat on the mat; the cat ate the rat. " * 3, 280),
+                 (_TEXTS[2] * 2, 300), (_TEXTS[3] + " " + _TEXTS[1], 290)]
+        for text, vocab_size in cases:
+            want = Tokenizer.train(text, vocab_size).merges
+            assert [m[2] for m in want] == list(range(256, 256 + len(want)))  # fresh ids: a fair reference
+            got = train_bpe(text, vocab_size)
+            expect(isinstance(got, list), f"return a list of (a, b, new_id) triples, got {type(got).__name__}")
+            got = [tuple(m) for m in got]
+            expect(len(got) == len(want), f"train_bpe({text[:30]!r}..., {vocab_size}) should learn {len(want)} "
+                                          f"merges (vocab_size - 256), got {len(got)}")
+            for r, (g, w) in enumerate(zip(got, want)):
+                expect(g == w, f"on {text[:30]!r}...: merge {r} should be {w}, got {g} (count pairs inside "
+                               "chunks of split_text, break ties with tie_order, new ids 256, 257, ...)")
+
+    return checking("BPE training", checks)
+
+
+__all__ = ["check_merge", "check_most_frequent_pair", "check_encode", "check_stream_decode", "check_train_bpe"]
