@@ -52,6 +52,31 @@ GPT4_SPLIT_PATTERN = (
 # GPT-2's pattern, kept for comparison in the chapter.
 GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
+# DeepSeek-V3's pre-tokenizer (its tokenizer.json) is a chain of three isolating splits: numbers in runs of up to
+# three digits, then runs of CJK ideographs and kana, then a GPT-4-like regex on what is left. `deepseek_pattern`
+# writes the chain as one regex for `split_text` and `Tokenizer(pattern=...)`: numbers and CJK runs first, the
+# letter classes without CJK, and whitespace lookaheads that stop at a digit or a CJK character (the chain's
+# later splits never see across those). `digits=1` is DeepSeek LLM's rule, every digit on its own.
+# (Chapter 2; `tests/test_tokenizer_deepseek.py` checks it against the chain run by `tokenizers`.)
+_CJK = "\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff"
+
+
+def deepseek_pattern(digits: int = 3) -> str:
+    """DeepSeek's pre-tokenizer as one split pattern: ``digits=3`` DeepSeek-V3, ``digits=1`` DeepSeek LLM's
+    single digits."""
+    if digits not in (1, 3):
+        raise ValueError(f"digits={digits!r}: DeepSeek-V3 groups up to 3 digits, DeepSeek LLM 1")
+    num = r"\p{N}{1,3}" if digits == 3 else r"\p{N}"
+    letter = rf"[[\p{{L}}\p{{M}}]--[{_CJK}]]"
+    stop = rf"(?![^\s\p{{N}}{_CJK}])"  # "not followed by a non-space" inside one piece of the chain
+    return (rf"(?V1){num}|[{_CJK}]+|[!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{{|}}~][A-Za-z]+"
+            rf"|[^\r\n\p{{L}}\p{{P}}\p{{S}}\p{{N}}]?{letter}+| ?[\p{{P}}\p{{S}}]+[\r\n]*|\s*[\r\n]+"
+            rf"|\s+{stop}|\s+")
+
+
+DEEPSEEK_V3_SPLIT_PATTERN = deepseek_pattern(3)
+DEEPSEEK_LLM_DIGITS_SPLIT_PATTERN = deepseek_pattern(1)
+
 FORMAT = "nanoseek-bpe"
 FORMAT_VERSION = 1
 
@@ -613,11 +638,58 @@ def load(path: str | os.PathLike) -> Tokenizer:
     return Tokenizer.load(path)
 
 
+def encode_iterable(tok: Tokenizer, pieces: Iterable[str], hold: int = 3) -> Iterator[int]:
+    """The ids of ``tok.encode_ordinary("".join(pieces))``, yielded while the pieces stream in (file lines,
+    network chunks), so memory is bounded by a piece plus a few pre-tokens, not by the whole text.
+
+    A pre-token that touches the end of what has arrived may still grow, or split differently, when the next
+    piece comes (a run of spaces that turns out to end in a newline; letters that continue). So the last
+    ``hold`` pre-tokens of the buffer wait for more text; everything before them is final, because the split
+    pattern never looks further back than that. (Chapter 2; ``tests/test_tokenizer_stream.py`` checks it
+    against ``encode_ordinary`` on random cuts of varied text.)
+    """
+    if not isinstance(hold, int) or hold < 2:
+        raise ValueError(f"hold={hold!r}: at least 2 pre-tokens must wait for the next piece")
+    buffer = ""
+    for piece in pieces:
+        buffer += _check_text(piece, "piece")
+        chunks = list(iter_chunks(buffer, tok.pattern))
+        if len(chunks) > hold:
+            for chunk in chunks[:-hold]:
+                _utf8(chunk)  # lone surrogates raise here, as in encode
+                yield from tok._encode_chunk(chunk)
+            buffer = "".join(chunks[-hold:])
+    if buffer:
+        yield from tok.encode_ordinary(buffer)
+
+
+def bits_per_byte(loss: float, n_tokens: int, n_bytes: int) -> float:
+    """A mean cross-entropy of ``loss`` nats per token over ``n_tokens`` tokens of a text of ``n_bytes`` UTF-8
+    bytes, in bits per byte: ``loss * n_tokens / n_bytes / ln 2``. (Chapter 2.)
+
+    Nats per token depend on the tokenizer (a character-level model of chapter 1 and a BPE model of chapter 3
+    predict different units); the total information the model needs for the text does not. Bits per byte
+    compares any two models on the same text.
+    """
+    import math
+
+    if not n_bytes > 0:
+        raise ValueError(f"n_bytes={n_bytes!r} must be > 0")
+    if not n_tokens > 0:
+        raise ValueError(f"n_tokens={n_tokens!r} must be > 0")
+    return loss * n_tokens / n_bytes / math.log(2)
+
+
 __all__ = [
     "GPT4_SPLIT_PATTERN",
     "GPT2_SPLIT_PATTERN",
+    "DEEPSEEK_V3_SPLIT_PATTERN",
+    "DEEPSEEK_LLM_DIGITS_SPLIT_PATTERN",
+    "deepseek_pattern",
     "Tokenizer",
+    "bits_per_byte",
     "bytes_to_unicode",
+    "encode_iterable",
     "count_pairs",
     "iter_chunks",
     "load",

@@ -305,10 +305,18 @@ print("last 10:", [piece(new) for _, _, new in tok.merges[-10:]])
 
 # %%
 def script(b: bytes) -> str:
-    s = b.decode("utf-8", errors="ignore")
-    if any("\u4e00" <= ch <= "\u9fff" for ch in s):
-        return "Chinese"
-    return "English / other"
+    """By bytes, not by decoded text: every byte >= 0x80 belongs to a multi-byte UTF-8 character, which in
+    these stories is a Chinese character or Chinese punctuation; a token of ASCII bytes only is English."""
+    return "Chinese" if any(x >= 0x80 for x in b) else "English / other"
+
+
+def whole_characters(b: bytes) -> bool:
+    """True if the token's bytes are complete UTF-8 characters (it decodes on its own)."""
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 learned = [tok.vocab[new] for _, _, new in tok.merges]
@@ -332,9 +340,14 @@ plt.tight_layout()
 plt.show()
 
 zh_tokens = [b for b in learned if script(b) == "Chinese"]
-multiple_of_3 = sum(len(b) % 3 == 0 for b in zh_tokens) / len(zh_tokens)
-print(f"{len(zh_tokens):,} of {len(learned):,} learned tokens contain Chinese; "
-      f"{multiple_of_3:.0%} of those are a whole number of 3-byte characters long")
+whole = [b for b in zh_tokens if whole_characters(b)]
+multiple_of_3 = sum(len(b) % 3 == 0 for b in whole) / len(whole)
+fragments = [b for b in zh_tokens if not whole_characters(b)]
+print(f"{len(zh_tokens):,} of {len(learned):,} learned tokens hold Chinese bytes; {len(whole):,} of them are whole "
+      f"characters ({multiple_of_3:.0%} of those a multiple of 3 bytes long), {len(fragments):,} "
+      f"({len(fragments) / len(zh_tokens):.0%}) cut a character")
+for b in fragments[:4]:
+    print(f"  {b.hex(' ')}: {b.decode('utf-8', 'replace')!r}")
 assert len(zh_tokens) > len(learned) / 2 and multiple_of_3 > 0.8
 
 # %% [markdown]
@@ -342,6 +355,14 @@ assert len(zh_tokens) > len(learned) / 2 and multiple_of_3 > 0.8
 # bytes: each Chinese clause is one chunk, so BPE keeps finding frequent pairs in it, while English chunks
 # are single words that are finished after a few merges. And Chinese tokens come in multiples of three bytes
 # (the peaks at 3, 6, 9, ...): whole characters, then words, then phrases.
+#
+# Some Chinese tokens cut a character (the count and examples above, with their bytes in hex; `�` marks
+# an incomplete character). BPE merges bytes, never characters, and a 3-byte character's first two bytes are
+# shared by 64 characters: `e4 b8` begins 一, 上, 不 and 61 more, `ef bc` the full-width punctuation ，！？ and
+# `e3 80` the marks 。 and 、. Such a prefix is more frequent than any one character that contains it, so BPE
+# merges it first, and the token stays in the vocabulary after the whole characters are learned. These
+# tokens still decode correctly in sequence; alone they print as `�`, which is why streaming decode
+# (exercise 4) must wait for the rest of a character.
 
 # %% [markdown]
 # ## Chinese against English, vocabulary by vocabulary
@@ -520,7 +541,71 @@ print(f"{len(ours_ids)} ids, identical ✓")
 # visible character in the JSON. DeepSeek's own tokenizers load the same way, on a machine with network
 # access: `AutoTokenizer.from_pretrained("deepseek-ai/DeepSeek-V3")` gives a byte-level BPE tokenizer of
 # about 128K tokens, whose vocabulary you can inspect with the same tools as ours.
+
+# %% [markdown]
+# ## DeepSeek's pre-tokenizer, measured
+# DeepSeek LLM {cite}`bi2024deepseek` changes two rules of the split: numbers are cut into single digits, and
+# CJK text is kept apart from punctuation. DeepSeek-V3 publishes its split in its `tokenizer.json` as a chain
+# of three splits (numbers in runs of up to three digits, then runs of CJK characters, then a GPT-4-like
+# pattern on the rest). The package writes the chain as one pattern, `deepseek_pattern(digits)`, which the
+# tests check against the chain as `tokenizers` runs it; `digits=1` is DeepSeek LLM's digit rule. Our stories
+# hold almost no numbers, so we train each pattern on the same mix of stories and arithmetic problems
+# (`minids`' reasoning data) and measure on held-out text:
+
+# %%
+from nanoseek.data.stories import minids_path
+from nanoseek.tokenizer import DEEPSEEK_LLM_DIGITS_SPLIT_PATTERN, DEEPSEEK_V3_SPLIT_PATTERN, deepseek_pattern
+
+nanoseek.show(deepseek_pattern)
+
+
+def arithmetic_text(split: str) -> str:
+    path = minids_path("reasoning", f"reasoning_arith4_{split}.jsonl", "tiny")
+    return "\n".join(r["prompt"] + r["answer"] for r in map(json.loads, path.read_text().splitlines())) + "\n"
+
+
+mix = speed_text + arithmetic_text("train")
+held_num, held_zh = arithmetic_text("test"), val["zh"][:20_000]
+PUNCT_ZH = "，。！？“”：；、"
+pretok = {}
+for name, pattern in [("GPT-4", GPT4_SPLIT_PATTERN), ("DeepSeek LLM (single digits)", DEEPSEEK_LLM_DIGITS_SPLIT_PATTERN),
+                      ("DeepSeek-V3 (up to 3 digits)", DEEPSEEK_V3_SPLIT_PATTERN)]:
+    t = T.train(mix, CFG["speed_vocab"] + 200, pattern=pattern)
+    pieces = [t.vocab[new].decode("utf-8", "replace") for _, _, new in t.merges]
+    pretok[name] = dict(
+        multi_digit=sum(sum(c.isdigit() for c in p) > 1 for p in pieces),
+        cjk_punct=sum(any(c in PUNCT_ZH for c in p) and any("\u4e00" <= c <= "\u9fff" for c in p) for p in pieces),
+        num_bpt=len(held_num.encode()) / len(t.encode(held_num)), zh_bpt=len(held_zh.encode()) / len(t.encode(held_zh)),
+        example=[t.id_to_piece(i) for i in t.encode("3141592")])
+table(["pattern", "learned tokens with 2+ digits", "learned tokens joining Chinese and its punctuation",
+       "bytes/token, held-out arithmetic", "bytes/token, held-out Chinese", "`3141592` →"],
+      [[k, v["multi_digit"], v["cjk_punct"], f"{v['num_bpt']:.2f}", f"{v['zh_bpt']:.2f}", f"`{v['example']}`"]
+       for k, v in pretok.items()])
+assert pretok["DeepSeek LLM (single digits)"]["multi_digit"] == 0 < pretok["GPT-4"]["multi_digit"]
+assert pretok["DeepSeek LLM (single digits)"]["cjk_punct"] == 0 < pretok["GPT-4"]["cjk_punct"]
+
+# %% [markdown]
+# The single-digit rule gives every number one token per digit: no learned token holds two digits, and
+# arithmetic costs more tokens (fewer bytes per token), in exchange for tokens that line up with place value.
+# Keeping CJK apart from punctuation frees the merges that the GPT-4 pattern spends on "character +
+# punctuation" tokens. Whether either helps a model is a question for training, not for the tokenizer alone.
 #
+# ## Encoding a stream
+# A corpus of many gigabytes does not fit in memory as one string. `encode_iterable` takes the text piece by
+# piece (the lines of a file, say) and yields ids as soon as they are final: the last few pre-tokens wait for
+# the next piece, because a run of spaces or letters may continue there. The ids are the same as encoding the
+# whole text at once:
+
+# %%
+from nanoseek.tokenizer import encode_iterable
+
+nanoseek.show(encode_iterable)
+lines = val["zh"][:20_000].splitlines(keepends=True) + val["en"][:20_000].splitlines(keepends=True)
+streamed = list(encode_iterable(tok, iter(lines)))
+assert streamed == tok.encode_ordinary("".join(lines))
+print(f"{len(lines):,} lines streamed → {len(streamed):,} ids, the same as encoding the whole text ✓")
+
+# %% [markdown]
 # ## Paper says / we measured
 # What DeepSeek's papers say about their tokenizers, against what we built and measured here:
 
@@ -531,10 +616,14 @@ punct_cjk = sum(1 for b in learned if script(b) == "Chinese" and b.decode("utf-8
 table(["", "paper", "ours (measured above)"], [
     ["algorithm", "byte-level BPE, trained with `tokenizers` (DeepSeek LLM)", "byte-level BPE; same merges as `tokenizers`"],
     ["vocabulary", "100,000 + 15 special (DeepSeek LLM); 128K (DeepSeek-V3)", f"{len(tok):,} incl. {len(SPECIALS)} special"],
-    ["numbers", "split into single digits (DeepSeek LLM)", f"GPT-4 regex, chunks of up to 3 digits: `3141592` → "
-     f"{digit_chunks} → tokens {digits}"],
+    ["numbers", "split into single digits (DeepSeek LLM)", f"GPT-4 pattern (ours): chunks of up to 3 digits, `3141592` → "
+     f"{digit_chunks} → tokens {digits}; with `deepseek_pattern(1)`: "
+     f"{pretok['DeepSeek LLM (single digits)']['multi_digit']} learned tokens with 2+ digits (GPT-4 pattern: "
+     f"{pretok['GPT-4']['multi_digit']})"],
     ["CJK and punctuation", "kept apart by the pre-tokenizer (DeepSeek LLM)",
-     f"{punct_cjk:,} learned tokens join CJK punctuation and Chinese, e.g. `{piece(tok.encode('！蜡笔')[0])}`"],
+     f"GPT-4 pattern (ours): {punct_cjk:,} learned tokens join CJK punctuation and Chinese, e.g. "
+     f"`{piece(tok.encode('！蜡笔')[0])}`; with `deepseek_pattern`: "
+     f"{pretok['DeepSeek LLM (single digits)']['cjk_punct']} in the mix above"],
     ["punctuation + line breaks", "combined tokens in V3's pre-tokenizer", "GPT-4 regex lets punctuation take line breaks: "
      + ", ".join(f"`{piece(i)}`" for i in tok.encode("The end.\n\n")[-1:])],
 ])
@@ -543,8 +632,8 @@ assert digit_chunks == ["314", "159", "2"] and len(digits) >= 3
 # %% [markdown]
 # The difference in size is scale: a 128K vocabulary serves trillions of tokens in many languages, while our
 # small vocabulary already spends its last merges on whole phrases of these repetitive stories. DeepSeek LLM
-# {cite}`bi2024deepseek` splits numbers into digits and keeps CJK apart from punctuation; our GPT-4 pattern
-# does neither, which the table shows. DeepSeek-V3 {cite}`deepseekv3` adds tokens that join punctuation with
+# {cite}`bi2024deepseek` splits numbers into digits and keeps CJK apart from punctuation; our default GPT-4
+# pattern does neither, and `deepseek_pattern` does both, as measured above. DeepSeek-V3 {cite}`deepseekv3` adds tokens that join punctuation with
 # line breaks (like our `".\n\n"`) and notes the **token boundary bias (词元边界偏差)** {cite}`lundberg2023art`
 # they cause for prompts that end without a line break, which it counters by randomly splitting a share of
 # such tokens during training.
@@ -697,6 +786,59 @@ def stream_decode(tok, ids: list[int]) -> list[str]:
 
 
 assert check_stream_decode(stream_decode)
+
+# %% [markdown]
+# **Exercise 5 (hard: the core of the chapter).** Train BPE yourself. Split the text with `split_text`, turn
+# each chunk into its UTF-8 bytes, then repeat until the vocabulary has `vocab_size` tokens: count the
+# adjacent pairs inside every chunk (never across two), take the most frequent, breaking ties by
+# `(tie_order(a), tie_order(b))` (smallest first), give it the next new id (256, 257, ...), replace it in every
+# chunk (left to right), and record `(a, b, new_id)`. Stop early if no pair is left. The checker compares your
+# merges with the package's trainer, which learns the same merges as Hugging Face `tokenizers`.
+
+# %% tags=["exercise"]
+from nanoseek.exercises.ch02 import check_train_bpe
+from nanoseek.tokenizer import split_text, tie_order
+
+
+def train_bpe(text: str, vocab_size: int) -> list[tuple[int, int, int]]:
+    raise NotImplementedError  # your code here
+
+
+check_train_bpe(train_bpe)
+
+# %% tags=["solution", "hide-input"]
+from nanoseek.exercises.ch02 import check_train_bpe
+from nanoseek.tokenizer import split_text, tie_order
+
+
+def train_bpe(text: str, vocab_size: int) -> list[tuple[int, int, int]]:
+    chunks = [list(chunk.encode("utf-8")) for chunk in split_text(text)]
+    merges = []
+    for new_id in range(256, vocab_size):
+        counts: dict[tuple[int, int], int] = {}
+        for ids in chunks:
+            for pair in zip(ids, ids[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        pair = min(counts, key=lambda p: (-counts[p], tie_order(p[0]), tie_order(p[1])))
+        merged = []
+        for ids in chunks:
+            out, i = [], 0
+            while i < len(ids):
+                if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+                    out.append(new_id)
+                    i += 2
+                else:
+                    out.append(ids[i])
+                    i += 1
+            merged.append(out)
+        chunks = merged
+        merges.append((pair[0], pair[1], new_id))
+    return merges
+
+
+assert check_train_bpe(train_bpe)
 
 # %% [markdown]
 # ## Further reading

@@ -61,3 +61,49 @@ def _formula(cfg: GPTConfig) -> int:
     from nanoseek.models.gpt import gpt_num_params
 
     return gpt_num_params(cfg)
+
+
+def check_train_step(train_step: Callable) -> bool:
+    """The reader's `train_step(model, x, y, state, t, lr, weight_decay, betas, eps, grad_clip) -> float` against
+    PyTorch's AdamW (decay on tensors of dim >= 2 only) and `clip_grad_norm_`, for several steps."""
+    import copy
+
+    from nanoseek.train import TrainConfig, make_optimizer
+
+    def reference(model, batches, lr, wd, betas, clip):
+        cfg = TrainConfig(lr=lr, weight_decay=wd, beta1=betas[0], beta2=betas[1], grad_clip=clip)
+        opt, losses = make_optimizer(model, cfg), []
+        for x, y in batches:
+            opt.zero_grad(set_to_none=True)
+            _, loss = model(x, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            losses.append(loss.item())
+        return losses
+
+    def checks():
+        g = torch.Generator().manual_seed(0)
+        # (lr, weight decay, betas, clip): a clip that bites hard, and one that does not bite at all
+        for lr, wd, betas, clip in ((1e-2, 0.5, (0.9, 0.95), 0.05), (3e-3, 0.1, (0.8, 0.99), 1e3)):
+            torch.manual_seed(0)
+            # no biases: the key bias's gradient is exactly zero, and Adam would amplify its rounding noise
+            model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, bias=False))
+            want_model = copy.deepcopy(model)
+            batches = [(torch.randint(0, 11, (4, 8), generator=g), torch.randint(0, 11, (4, 8), generator=g))
+                       for _ in range(4)]
+            want = reference(want_model, batches, lr, wd, betas, clip)
+            state: dict = {}
+            for t, (x, y) in enumerate(batches, start=1):
+                got = train_step(model, x, y, state, t, lr, weight_decay=wd, betas=betas, eps=1e-8, grad_clip=clip)
+                expect(isinstance(got, float), f"return the loss as a Python float (loss.item()), got {type(got).__name__}")
+                expect(abs(got - want[t - 1]) < 1e-5, f"step {t}: loss {got:.6f}, expected {want[t - 1]:.6f} "
+                                                      "(the forward pass, or an earlier update, differs)")
+            for (name, p), q in zip(model.named_parameters(), want_model.parameters()):
+                err = (p.detach() - q.detach()).abs().max().item()
+                expect(err < 1e-6 + 1e-5 * q.abs().max().item(),
+                       f"with lr={lr}, weight_decay={wd}, betas={betas}, grad_clip={clip}: after {len(batches)} "
+                       f"steps parameter {name!r} is off by {err:.2e} from AdamW's (check the bias correction, "
+                       "decoupled decay on matrices only, and clipping the whole gradient vector)")
+
+    return checking("training step with AdamW", checks)

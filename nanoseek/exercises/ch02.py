@@ -20,6 +20,9 @@ def _reference() -> Tokenizer:
     text = (
         "Once upon a time, Lily found a red ball in the park. She was very happy. "
         "从前，莉莉在公园里找到了一个红色的球。她非常高兴。"
+        # digits: the split cuts "123456" into "123" + "456", so a learned merge such as ("3", "4") can sit
+        # across a chunk boundary, and an encode that skips `split_text` gives other ids
+        "She counted 34, 343 and 3434 stars. "
     ) * 3
     return Tokenizer.train(text, 330, special_tokens=["<|endoftext|>"])
 
@@ -57,6 +60,7 @@ def check_most_frequent_pair(most_frequent_pair: Callable[[list[list[int]]], tup
             [[5, 5, 5]],  # overlapping occurrences count twice
             [[1, 2], [3, 4, 1, 2], [7]],
             [[1], [2], [1], [2], [3, 4]],  # pairs never cross chunks: (1, 2) is not a pair here, (3, 4) is
+            [[7, 7, 7, 7], [1, 2], [1, 2]],  # (7, 7) is seen 3 times (overlaps count), (1, 2) twice
         ] + [[list(c.encode()) for c in split_text(t)] for t in _TEXTS]
         for chunks in cases:
             counts: dict = {}
@@ -80,7 +84,8 @@ def check_encode(encode: Callable[[str, Sequence[tuple[int, int, int]]], list[in
     def checks():
         tok = _reference()
         merges = tok.merges
-        for text in _TEXTS + ("", " ", "Lily found a ball.", "她非常高兴！", "🙂 e\u0301"):
+        for text in _TEXTS + ("", " ", "Lily found a ball.", "她非常高兴！", "🙂 e\u0301", "343434 and 1234",
+                     "pyiyapy antaherer"):  # a later merge that occurs more often than an earlier one
             want = tok.encode(text)
             got = encode(text, merges)
             expect(isinstance(got, list), f"return a list of ints, got {type(got).__name__}")
@@ -107,4 +112,26 @@ def check_stream_decode(stream_decode: Callable[[Tokenizer, list[int]], list[str
     return checking("streaming decode", checks)
 
 
-__all__ = ["check_merge", "check_most_frequent_pair", "check_encode", "check_stream_decode"]
+def check_train_bpe(train_bpe: Callable[[str, int], list]) -> bool:
+    """Exercise 5: BPE training, ``train_bpe(text, vocab_size) -> [(a, b, new_id), ...]``, against the package's
+    trainer (the same merges as Hugging Face ``tokenizers``)."""
+
+    def checks():
+        cases = [("aaabdaaabac", 259), ("the cat sat on the mat; the cat ate the rat. " * 3, 280),
+                 (_TEXTS[2] * 2, 300), (_TEXTS[3] + " " + _TEXTS[1], 290)]
+        for text, vocab_size in cases:
+            want = Tokenizer.train(text, vocab_size).merges
+            assert [m[2] for m in want] == list(range(256, 256 + len(want)))  # fresh ids: a fair reference
+            got = train_bpe(text, vocab_size)
+            expect(isinstance(got, list), f"return a list of (a, b, new_id) triples, got {type(got).__name__}")
+            got = [tuple(m) for m in got]
+            expect(len(got) == len(want), f"train_bpe({text[:30]!r}..., {vocab_size}) should learn {len(want)} "
+                                          f"merges (vocab_size - 256), got {len(got)}")
+            for r, (g, w) in enumerate(zip(got, want)):
+                expect(g == w, f"on {text[:30]!r}...: merge {r} should be {w}, got {g} (count pairs inside "
+                               "chunks of split_text, break ties with tie_order, new ids 256, 257, ...)")
+
+    return checking("BPE training", checks)
+
+
+__all__ = ["check_merge", "check_most_frequent_pair", "check_encode", "check_stream_decode", "check_train_bpe"]
