@@ -31,8 +31,13 @@ def main(argv: list[str]) -> int:
     script = args.notebook.with_suffix(".py")
     args.log_dir.mkdir(parents=True, exist_ok=True)
     log = args.log_dir / f"{script.stem}_full.log"
+    paths = [str(ROOT)]
+    try:
+        import IPython  # noqa: F401
+    except ImportError:  # the GPU machine has no IPython: chapters' display(Markdown(...)) then prints
+        paths.append(str(ROOT / "tools" / "no_ipython"))
     env = {**os.environ, "NANOSEEK_SCALE": "full", "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+           "PYTHONPATH": os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as out:
         try:
