@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from nanoseek import validate as V
 from nanoseek.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from nanoseek.env import device as default_device
 
@@ -48,19 +49,21 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        positive = ("max_steps", "eval_every", "eval_batches")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {name}={getattr(self, name)!r}")
-        for name in ("warmup_steps", "weight_decay", "grad_clip", "ckpt_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {name}={getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got lr={self.lr!r}")
-        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"TrainConfig.min_lr must be in [0, lr], got min_lr={self.min_lr!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"TrainConfig.precision must be 'auto', 'fp32' or 'bf16', got precision={self.precision!r}")
+        for name in ("max_steps", "eval_every", "eval_batches"):
+            setattr(self, name, V.integer(getattr(self, name), name, "TrainConfig", minimum=1))
+        for name in ("warmup_steps", "ckpt_every", "seed"):
+            setattr(self, name, V.integer(getattr(self, name), name, "TrainConfig", minimum=0))
+        V.positive(self.lr, "lr", "TrainConfig")
+        for name in ("weight_decay", "grad_clip"):
+            V.number(getattr(self, name), name, "TrainConfig", minimum=0)
+        for name in ("beta1", "beta2"):
+            V.probability(getattr(self, name), name, "TrainConfig", max_open=True)
+        V.number(self.min_lr, "min_lr", "TrainConfig", minimum=0, maximum=self.lr, optional=True)
+        V.choice(self.precision, "precision", ("auto", "fp32", "bf16"), "TrainConfig")
+        V.flag(self.progress, "progress", "TrainConfig")
+        if self.device is not None and not isinstance(self.device, str):
+            raise ValueError(f"TrainConfig.device must be a str such as 'cpu' or 'cuda', or None, "
+                             f"got device={self.device!r}")
 
 
 def autocast(dev: torch.device, precision: str = "auto"):
