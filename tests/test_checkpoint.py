@@ -6,6 +6,8 @@ import random
 import shutil
 import signal
 import struct
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -49,16 +51,47 @@ def _version_of(ckpt_dir) -> int:
     return version
 
 
-def _saver(ckpt_dir, write_fd) -> None:
-    """Child process: save versions 1, 2, 3, ... forever, re-saving the same three steps (the case that used
-    to delete the good copy first), and report each finished save on the pipe."""
-    model = Tiny()
-    version = 1
+# A small process that imports torch once and then forks one saver per request: forking it is cheap, where
+# forking the pytest process (big after many tests) is not, so 40 kills fit in a few seconds.
+ZYGOTE = r"""
+import os, signal, struct, sys
+import torch
+from torch import nn
+from nanoseek import checkpoint as ckpt
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 16), nn.Linear(16, 4)
+
+def saver(ckpt_dir, log):
+    # save versions 1, 2, 3, ... forever, re-saving the same three steps (the case that used to delete the
+    # good copy first), and append each finished version to the log
+    model, version = Tiny(), 1
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     while True:
-        model.fill(float(version))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float(version))
         ckpt.save_checkpoint(ckpt_dir, model, step=version % 3, extra={"version": version}, keep=2)
-        os.write(write_fd, struct.pack("<i", version))
+        os.write(fd, struct.pack("<i", version))
         version += 1
+
+import tempfile
+with tempfile.TemporaryDirectory() as warm:  # first calls import and compile lazily: not in the savers
+    ckpt.save_checkpoint(warm, Tiny(), step=0)
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+print("ready", flush=True)
+for line in sys.stdin:
+    ckpt_dir, log = line.split()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            saver(ckpt_dir, log)
+        finally:
+            os._exit(1)
+    print(pid, flush=True)
+"""
 
 
 @pytest.fixture
@@ -74,6 +107,16 @@ def fast_dir(tmp_path):
         yield tmp_path
 
 
+def _gone(pid: int) -> None:
+    for _ in range(2000):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"saver {pid} survived SIGKILL")
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_sigkill_at_random_points_never_loses_the_latest_checkpoint(fast_dir):
     rng = random.Random(0)
@@ -81,35 +124,35 @@ def test_sigkill_at_random_points_never_loses_the_latest_checkpoint(fast_dir):
     t0 = time.perf_counter()
     ckpt.save_checkpoint(ckpt_dir, Tiny().fill(0.0), step=0, extra={"version": 0})
     one_save = time.perf_counter() - t0  # kill within the first few saves: every point of a save gets hit
-    deadline = time.monotonic() + 10.0  # bounded whatever the machine's speed
-    kills, saves = 0, 0
-    while kills < 40 and time.monotonic() < deadline:
-        # each round starts from one complete checkpoint holding version 0
-        ckpt.save_checkpoint(ckpt_dir, Tiny().fill(0.0), step=0, extra={"version": 0})
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child saves until it is killed
-            os.close(r)
-            try:
-                _saver(ckpt_dir, w)
-            finally:
-                os._exit(1)
-        os.close(w)
-        time.sleep(rng.uniform(0.0, 3 * one_save))
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        data = b""
-        while chunk := os.read(r, 4096):
-            data += chunk
-        os.close(r)
-        done = [v for (v,) in struct.iter_unpack("<i", data[: len(data) // 4 * 4])]
-        saves += len(done)
-        last = done[-1] if done else 0
-        # the latest is the last save that reported completion, or the next one (finished, not yet reported)
-        assert _version_of(ckpt_dir) in (last, last + 1)
-        kills += 1
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(ckpt.__file__).parents[1])] + sys.path)}
+    zygote = subprocess.Popen([sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env)
+    try:
+        assert zygote.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 30.0  # a safety bound; a quiet 2-core machine needs about 3 s
+        kills, saves = 0, 0
+        while kills < 40 and time.monotonic() < deadline:
+            # each round starts from one complete checkpoint holding version 0
+            ckpt.save_checkpoint(ckpt_dir, Tiny().fill(0.0), step=0, extra={"version": 0})
+            log = fast_dir / f"log-{kills}"
+            zygote.stdin.write(f"{ckpt_dir} {log}\n")
+            zygote.stdin.flush()
+            pid = int(zygote.stdout.readline())
+            time.sleep(rng.uniform(0.0, 3 * one_save))
+            os.kill(pid, signal.SIGKILL)
+            _gone(pid)
+            data = log.read_bytes() if log.exists() else b""
+            done = [v for (v,) in struct.iter_unpack("<i", data[: len(data) // 4 * 4])]
+            saves += len(done)
+            last = done[-1] if done else 0
+            # the latest is the last save that reported completion, or the next one (finished, not yet logged)
+            assert _version_of(ckpt_dir) in (last, last + 1)
+            kills += 1
+    finally:
+        zygote.kill()
+        zygote.wait()
     assert kills >= 30, f"only {kills} kills in the time bound"
-    assert saves >= kills // 2, f"the saver finished only {saves} saves in {kills} rounds: it hardly ran"
+    assert saves >= kills // 2, f"the savers finished only {saves} saves in {kills} rounds: they hardly ran"
     ckpt.save_checkpoint(ckpt_dir, Tiny(), step=0)
     assert not [p for p in ckpt_dir.iterdir() if p.name.startswith(".")], "a killed save's leftovers stayed"
 
