@@ -65,15 +65,17 @@ class Tiny(nn.Module):
         self.a, self.b = nn.Linear(16, 16), nn.Linear(16, 4)
 
 def saver(ckpt_dir, log):
-    # save versions 1, 2, 3, ... forever, re-saving the same three steps (the case that used to delete the
-    # good copy first), and append each finished version to the log
+    # save versions 1, 2, 3, ... forever over three steps, each step twice in a row: a re-save of the step
+    # latest.json points at (re-running a training cell: the case that used to delete the good copy first)
+    # and of a step it does not point at; append each finished version to the log
     model, version = Tiny(), 1
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     while True:
         with torch.no_grad():
             for p in model.parameters():
                 p.fill_(float(version))
-        ckpt.save_checkpoint(ckpt_dir, model, step=version % 3, extra={"version": version}, keep=2)
+        ckpt.save_checkpoint(ckpt_dir, model, step=(version // 2) % 3, extra={"version": version},
+                             keep=2)
         os.write(fd, struct.pack("<i", version))
         version += 1
 
