@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from nanoseek import validate as V
+
 
 def context_length(model: nn.Module) -> int | None:
     """The longest sequence the model accepts: config.max_seq_len (Decoder) or config.block_size (GPT)."""
@@ -33,11 +35,23 @@ def context_length(model: nn.Module) -> int | None:
     return None
 
 
+def vocab_size(model: nn.Module) -> int | None:
+    """The number of token ids the model embeds: config.vocab_size (every model of the book), else the size
+    of its input embedding; None when neither is known."""
+    value = getattr(getattr(model, "config", None), "vocab_size", None)
+    if V.is_int(value):
+        return int(value)
+    get = getattr(model, "get_input_embeddings", None)
+    emb = get() if callable(get) else None
+    return getattr(emb, "num_embeddings", None)
+
+
 def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None) -> torch.Tensor:
     """The sampling rule as logits (B, V): divide by temperature, then set tokens outside the top-k and
     outside the top-p nucleus to -inf. Its softmax is the distribution a token is drawn from (RL rollouts
     also read their log-probs from it)."""
+    V.positive(temperature, "temperature")
     logits = logits.float() / temperature
     if top_k is not None:
         k = min(top_k, logits.size(-1))
@@ -69,20 +83,22 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     return draw(filter_logits(logits, temperature, top_k, top_p).softmax(dim=-1), generator)
 
 
-def _check_args(idx, max_new_tokens, temperature, top_k, top_p) -> None:
+def _check_args(idx, max_new_tokens, temperature, top_k, top_p, model: nn.Module | None = None,
+                eos_id: int | None = None) -> None:
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.long, torch.int):
         raise ValueError(f"idx must be a (B, T) integer tensor, got "
                          f"{getattr(idx, 'shape', type(idx))} {getattr(idx, 'dtype', '')}")
     if idx.shape[1] < 1:
         raise ValueError(f"idx needs at least one prompt token, got shape {tuple(idx.shape)}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got max_new_tokens={max_new_tokens!r}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got temperature={temperature}")
-    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be an int >= 1 or None, got top_k={top_k!r}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1] or None, got top_p={top_p!r}")
+    V.integer(max_new_tokens, "max_new_tokens", minimum=0)
+    V.number(temperature, "temperature", minimum=0)
+    V.integer(top_k, "top_k", minimum=1, optional=True)
+    V.probability(top_p, "top_p", min_open=True, optional=True)
+    if model is not None:  # an id outside the vocabulary: a clear error, not an IndexError in the embedding
+        n = vocab_size(model)
+        V.check_token_tensor(idx, n, "idx")
+        if eos_id is not None:
+            V.integer(eos_id, "eos_id", minimum=0, maximum=None if n is None else n - 1)
 
 
 @torch.no_grad()
@@ -99,7 +115,7 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, temperatu
     runs with the position in a device tensor and fixed shapes, captured once as a CUDA graph and replayed,
     which removes the per-step Python and kernel-launch overhead. On a CPU the same static steps run eagerly.
     """
-    _check_args(idx, max_new_tokens, temperature, top_k, top_p)
+    _check_args(idx, max_new_tokens, temperature, top_k, top_p, model=model, eos_id=eos_id)
     param = next(model.parameters(), None)
     if param is not None:
         idx = idx.to(param.device)  # a prompt built on the CPU follows the model to its device
@@ -263,7 +279,7 @@ def generate_speculative_mtp(model: nn.Module, idx: torch.Tensor, max_new_tokens
     t_{N-2+k} (a draft itself for k >= 2) and drafts t_{N-1+k}. Each depth keeps a KV cache of its block;
     positions whose input token is still a draft are rolled back after drafting and recomputed next round.
     """
-    _check_args(idx, max_new_tokens, 0.0, None, None)
+    _check_args(idx, max_new_tokens, 0.0, None, None, model=model, eos_id=eos_id)
     mtp = getattr(model, "mtp", None)
     if mtp is None:
         depth = getattr(getattr(model, "config", None), "mtp_depth", None)

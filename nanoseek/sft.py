@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from nanoseek.data.chat import BOS, ChatTokenizer, encode_prompt, parse_reply
+from nanoseek.data.chat import BOS, ChatTokenizer, encode_prompt, parse_reply, validate_messages
 
 
 def story_tokens(tokenizer: ChatTokenizer, stories: Sequence[str]) -> torch.Tensor:
@@ -76,8 +76,15 @@ def greedy_batch(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tok
     """
     from nanoseek.generate import context_length
 
+    from nanoseek import validate as V
+    from nanoseek.generate import vocab_size
+
     if not prompts or any(len(p) < 1 for p in prompts):
         raise ValueError("greedy_batch needs at least one prompt, each of at least one token")
+    n_vocab = vocab_size(model)
+    prompts = [V.token_ids(p, n_vocab, f"prompt {b}") for b, p in enumerate(prompts)]
+    V.integer(eos_id, "eos_id", minimum=0, maximum=None if n_vocab is None else n_vocab - 1)
+    V.integer(max_new_tokens, "max_new_tokens", minimum=0)
     ctx = context_length(model) or max(len(p) for p in prompts) + max_new_tokens
     if max(len(p) for p in prompts) >= ctx:
         raise ValueError(f"a prompt of {max(len(p) for p in prompts)} tokens leaves no room in the context {ctx}")
@@ -117,10 +124,13 @@ def evaluate_chat(model: nn.Module, tokenizer: ChatTokenizer, rows: Sequence[dic
     """
     from tqdm.auto import tqdm
 
-    if not rows:
-        raise ValueError("evaluate_chat needs at least one row")
+    if isinstance(rows, (str, bytes, dict)) or not rows:
+        raise ValueError(f"evaluate_chat needs a list of at least one row, got {rows!r:.80}")
     prompts = []
-    for row in rows:
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or "messages" not in row:
+            raise ValueError(f"row {i}: must be a dict with 'messages', got {row!r:.80}")
+        validate_messages(row["messages"], f"row {row.get('id', i)!r}", for_training=False)
         prompt = [m for m in row["messages"] if m["role"] != "assistant"] or row["messages"][:1]
         if prompt[-1]["role"] != "user":
             raise ValueError(f"row {row.get('id')!r}: the prompt must end with a user message")

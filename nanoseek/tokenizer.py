@@ -305,13 +305,27 @@ class Tokenizer:
             self.merges.append((a, b, new))
             self.ranks.setdefault((a, b), (rank, new))
         self.special_tokens: dict[str, int] = {}
-        for text, idx in (special_tokens or {}).items():
+        special_tokens = {} if special_tokens is None else special_tokens
+        if not isinstance(special_tokens, dict):
+            raise ValueError(f"special_tokens must map each special token's text to its id, got a "
+                             f"{type(special_tokens).__name__}: {special_tokens!r:.60}")
+        for text, idx in special_tokens.items():
             _check_text(text, "special token")
             if not text:
                 raise ValueError("a special token cannot be the empty string")
+            if isinstance(idx, bool) or not isinstance(idx, int):  # "256", 256.0, True are not ids
+                raise ValueError(f"special token {text!r} has id {idx!r} ({type(idx).__name__}); ids are ints")
             if idx in self.vocab or idx in self.special_tokens.values():
                 raise ValueError(f"special token {text!r} has id {idx}, which is already taken")
             self.special_tokens[text] = int(idx)
+        # special ids follow the merged tokens without a gap, so ids run 0..len(self) - 1 and decode(encode(s))
+        # holds; a gap means a truncated merges list or a hand-edited file
+        want = range(len(self.vocab), len(self.vocab) + len(self.special_tokens))
+        if sorted(self.special_tokens.values()) != list(want):
+            bad = {t: i for t, i in self.special_tokens.items() if i not in want}
+            raise ValueError(
+                f"special token ids must be {want.start}..{want.stop - 1} (right after the 256 bytes and "
+                f"{len(self.merges)} merges), got {bad}; is the merges list truncated?")
         self.inverse_special = {v: k for k, v in self.special_tokens.items()}
         self._cache: dict[str, list[int]] = {}
         self._special_splitters: dict[frozenset, regex.Pattern] = {}
@@ -526,12 +540,40 @@ class Tokenizer:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Tokenizer":
+    def from_dict(cls, data: dict, source: str = "tokenizer data") -> "Tokenizer":
+        """Rebuild a tokenizer from `to_dict`'s output; ValueError names `source` (the file) and the field."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} file (format={data.get('format') if isinstance(data, dict) else data!r})")
+            raise ValueError(f"{source}: not a {FORMAT} file "
+                             f"(format={data.get('format') if isinstance(data, dict) else data!r:.60})")
         if data.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{FORMAT} version {data.get('version')!r} is not supported (expected {FORMAT_VERSION})")
-        return cls(data["merges"], data["special_tokens"], data["pattern"])
+            raise ValueError(f"{source}: {FORMAT} version {data.get('version')!r} is not supported "
+                             f"(expected {FORMAT_VERSION})")
+        for key in ("merges", "special_tokens", "pattern"):
+            if key not in data:
+                raise ValueError(f"{source}: field {key!r} is missing")
+        merges, specials, pattern = data["merges"], data["special_tokens"], data["pattern"]
+        if not isinstance(merges, list) or not all(
+                isinstance(m, list) and len(m) == 3 and all(isinstance(x, int) and not isinstance(x, bool) for x in m)
+                for m in merges):
+            bad = merges if not isinstance(merges, list) else next(
+                (i, m) for i, m in enumerate(merges) if not (isinstance(m, list) and len(m) == 3 and all(
+                    isinstance(x, int) and not isinstance(x, bool) for x in m)))
+            raise ValueError(f"{source}: field 'merges' must be a list of [a, b, new_id] int triples, got "
+                             f"{bad!r:.80}" + (" (entry #%d: %r)" % bad if isinstance(bad, tuple) else ""))
+        if not isinstance(specials, dict):
+            raise ValueError(f"{source}: field 'special_tokens' must be an object {{text: id}}, got "
+                             f"{type(specials).__name__}: {specials!r:.60}")
+        if not isinstance(pattern, str):
+            raise ValueError(f"{source}: field 'pattern' must be a regex string, got {type(pattern).__name__}")
+        try:
+            _compiled(pattern)
+        except regex.error as err:
+            raise ValueError(f"{source}: field 'pattern' does not compile as a regex ({err})") from None
+        try:
+            return cls(merges, specials, pattern)
+        except (ValueError, TypeError) as err:
+            field = "special_tokens" if "special" in str(err) else "merges"
+            raise ValueError(f"{source}: field {field!r}: {err}") from None
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the tokenizer as JSON (merges, special tokens, split pattern) to ``path``."""
@@ -544,8 +586,12 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Tokenizer":
-        """Read a tokenizer written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        """Read a tokenizer written by :meth:`save`; a malformed file raises ValueError naming it and the field."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{str(path)!r} is not a JSON tokenizer file ({err})") from None
+        return cls.from_dict(data, source=repr(str(path)))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tokenizer) and self.to_dict() == other.to_dict()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from nanoseek import validate as V
 from nanoseek.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from nanoseek.env import device as default_device
 
@@ -48,19 +50,21 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
-        positive = ("max_steps", "eval_every", "eval_batches")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {name}={getattr(self, name)!r}")
-        for name in ("warmup_steps", "weight_decay", "grad_clip", "ckpt_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {name}={getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be > 0, got lr={self.lr!r}")
-        if self.min_lr is not None and not 0 <= self.min_lr <= self.lr:
-            raise ValueError(f"TrainConfig.min_lr must be in [0, lr], got min_lr={self.min_lr!r}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"TrainConfig.precision must be 'auto', 'fp32' or 'bf16', got precision={self.precision!r}")
+        for name in ("max_steps", "eval_every", "eval_batches"):
+            setattr(self, name, V.integer(getattr(self, name), name, "TrainConfig", minimum=1))
+        for name in ("warmup_steps", "ckpt_every", "seed"):
+            setattr(self, name, V.integer(getattr(self, name), name, "TrainConfig", minimum=0))
+        V.positive(self.lr, "lr", "TrainConfig")
+        for name in ("weight_decay", "grad_clip"):
+            V.number(getattr(self, name), name, "TrainConfig", minimum=0)
+        for name in ("beta1", "beta2"):
+            V.probability(getattr(self, name), name, "TrainConfig", max_open=True)
+        V.number(self.min_lr, "min_lr", "TrainConfig", minimum=0, maximum=self.lr, optional=True)
+        V.choice(self.precision, "precision", ("auto", "fp32", "bf16"), "TrainConfig")
+        V.flag(self.progress, "progress", "TrainConfig")
+        if self.device is not None and not isinstance(self.device, str):
+            raise ValueError(f"TrainConfig.device must be a str such as 'cpu' or 'cuda', or None, "
+                             f"got device={self.device!r}")
 
 
 def autocast(dev: torch.device, precision: str = "auto"):
@@ -180,6 +184,56 @@ class TrainResult:
         return ax
 
 
+# TrainConfig fields that decide what a step computes: resuming with other values would not continue the run
+# (the batches, the learning rates or the updates would differ from the stored run's), so it is refused.
+RESUME_MUST_MATCH = ("seed", "lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip")
+
+
+def _resume_state(state: dict, cfg: TrainConfig, ckpt_dir) -> tuple[int, TrainResult]:
+    """The step and history to continue from, after checking that `state.json` describes a run that `cfg`
+    can continue: ValueError names what is wrong (a step outside 0..max_steps, a history of another length,
+    a seed or learning rate that differs from the stored training config)."""
+    where = f"checkpoint in {str(ckpt_dir)!r}"
+    step = state.get("step")
+    if not V.is_int(step) or step < 0:
+        raise ValueError(f"{where}: state.json has step={step!r}, not an int >= 0")
+    if step > cfg.max_steps:
+        raise ValueError(f"{where}: state.json has step={step}, past max_steps={cfg.max_steps}; "
+                         f"raise max_steps to continue it or use a new ckpt_dir")
+    extra = state.get("extra")
+    if not isinstance(extra, dict) or not isinstance(extra.get("result"), dict):
+        raise ValueError(f"{where}: state.json has no training history (extra.result); it was not written by train()")
+    try:
+        result = TrainResult.from_dict(extra["result"])
+    except TypeError as err:
+        raise ValueError(f"{where}: the training history in state.json is malformed ({err})") from None
+    for name in ("steps", "train_loss", "lr", "grad_norm"):
+        values = getattr(result, name)
+        if not isinstance(values, list) or len(values) != step:
+            n = len(values) if isinstance(values, list) else values
+            raise ValueError(f"{where}: history {name} has {n} entries for step={step}; state.json is inconsistent")
+    if result.steps != list(range(1, step + 1)):
+        raise ValueError(f"{where}: history steps are not 1..{step}; state.json is inconsistent")
+    if len(result.eval_steps) != len(result.val_loss) or any(not V.is_int(s) or not 0 <= s <= step
+                                                             for s in result.eval_steps):
+        raise ValueError(f"{where}: history eval_steps/val_loss do not fit step={step}; state.json is inconsistent")
+    for key, values in result.metrics.items():
+        if not isinstance(values, list) or len(values) > step:
+            raise ValueError(f"{where}: history metric {key!r} has more entries than step={step}")
+    stored = extra.get("train_config")
+    if isinstance(stored, dict):
+        for name in RESUME_MUST_MATCH:
+            if name in stored and stored[name] != getattr(cfg, name):
+                raise ValueError(
+                    f"{where}: the run was trained with {name}={stored[name]!r}, this TrainConfig has "
+                    f"{name}={getattr(cfg, name)!r}; resuming would not continue that run. Use the stored value "
+                    f"or a new ckpt_dir")
+        if stored.get("max_steps", cfg.max_steps) != cfg.max_steps:
+            warnings.warn(f"resuming a run planned for max_steps={stored['max_steps']} with max_steps="
+                          f"{cfg.max_steps}: the cosine schedule changes from step {step} on", stacklevel=3)
+    return step, result
+
+
 def train(
     model: nn.Module,
     get_batch: GetBatch,
@@ -207,8 +261,7 @@ def train(
             raise ValueError("resume=True needs a ckpt_dir to resume from")
         if latest_checkpoint(ckpt_dir) is not None:
             state = load_checkpoint(ckpt_dir, model, optimizer)
-            start = state["step"]
-            result = TrainResult.from_dict(state["extra"]["result"])
+            start, result = _resume_state(state, cfg, ckpt_dir)
 
     def checkpoint(step: int) -> None:
         save_checkpoint(

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from nanoseek import validate as V
+
 
 class CharVocab:
     """Maps each distinct character of a training text to an id (sorted, so the ids are reproducible)."""
@@ -32,9 +34,10 @@ class CharVocab:
             raise KeyError(f"character {err.args[0]!r} is not in the vocabulary") from None
 
     def decode(self, ids) -> str:
-        if isinstance(ids, torch.Tensor):
-            ids = ids.tolist()
-        return "".join(self.chars[i] for i in ids)
+        """Text of a sequence (or 1-D tensor) of ids; ValueError names an id outside 0..len(self) - 1."""
+        if isinstance(ids, torch.Tensor) and ids.dim() != 1:
+            raise ValueError(f"decode expects a 1-D sequence of ids, got a tensor of shape {tuple(ids.shape)}")
+        return "".join(self.chars[i] for i in V.token_ids(ids, len(self.chars), "ids"))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps({"chars": self.chars}, ensure_ascii=False), encoding="utf-8")

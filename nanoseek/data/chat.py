@@ -59,7 +59,7 @@ def validate_messages(messages: Any, where: str = "conversation", for_training: 
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or set(m) != {"role", "content"}:
             raise ValueError(f"{where}: message {i} must be a dict with keys 'role' and 'content', got {m!r:.80}")
-        if m["role"] not in ROLE_TOKENS:
+        if not isinstance(m["role"], str) or m["role"] not in ROLE_TOKENS:
             raise ValueError(f"{where}: message {i} has role={m['role']!r}, not one of {ROLES}")
         if not isinstance(m["content"], str):
             raise ValueError(f"{where}: message {i} content must be a str, got {type(m['content']).__name__}")

@@ -18,7 +18,24 @@ from __future__ import annotations
 
 import torch
 
+from nanoseek.interop._weights import assert_written, check_tied, check_weights, meta_shapes, poison
 from nanoseek.nn.mla import MLA, MLAConfig
+
+# our MLA's parameter names -> transformers' DeepseekV3Attention's (the others are the same)
+_ATTN_NAMES = {"q_a_norm": "q_a_layernorm", "kv_a_proj": "kv_a_proj_with_mqa", "kv_a_norm": "kv_a_layernorm"}
+_SHAPE_FIELDS = ("vocab_size, hidden_size, num_hidden_layers, num_attention_heads, q_lora_rank, kv_lora_rank, "
+                 "qk_nope_head_dim, qk_rope_head_dim, v_head_dim, intermediate_size, moe_intermediate_size, "
+                 "n_routed_experts, n_shared_experts and first_k_dense_replace set these shapes")
+
+
+def _attn_key_to_hf(key: str) -> str:
+    head, _, rest = key.partition(".")
+    return f"{_ATTN_NAMES.get(head, head)}.{rest}" if rest else key
+
+
+def _meta_mla_shapes(cfg: MLAConfig) -> dict[str, tuple[int, ...]]:
+    shapes = meta_shapes(_on_meta(lambda: MLA(cfg)))
+    return {_attn_key_to_hf(k): v for k, v in shapes.items()}
 
 
 def _interleave_to_half(n: int) -> torch.Tensor:
@@ -57,8 +74,10 @@ def mla_from_hf(attn, mode: str = "naive", max_seq_len: int | None = None) -> ML
     hf_cfg = attn.config
     cfg = mla_config_from_hf(hf_cfg, mode=mode, max_seq_len=max_seq_len)
     H, nope, r, c = cfg.n_heads, cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.kv_lora_rank
+    source = {k: v for k, v in attn.state_dict().items() if "rotary" not in k}
+    check_weights(_meta_mla_shapes(cfg), source, "DeepseekV3Attention -> MLA", _SHAPE_FIELDS)
     ref = attn.kv_b_proj.weight
-    mla = MLA(cfg).to(device=ref.device, dtype=ref.dtype)
+    mla = poison(MLA(cfg).to(device=ref.device, dtype=ref.dtype))
     perm = _interleave_to_half(r) if hf_cfg.rope_interleave else torch.arange(r)
 
     # queries: per head [nope ; rope], the rope rows permuted
@@ -90,6 +109,7 @@ def mla_from_hf(attn, mode: str = "naive", max_seq_len: int | None = None) -> ML
     cos, sin = rotary(torch.zeros(1, dtype=torch.float32, device=ref.device), pos)  # (1, L, r)
     mla.set_rope_tables(cos[0, :, : r // 2], sin[0, :, : r // 2])
     mla.softmax_scale = float(attn.scaling)
+    assert_written(mla, "DeepseekV3Attention -> MLA")
     return mla
 
 
@@ -127,7 +147,11 @@ def moe_from_hf(mlp, **overrides):
     from nanoseek.nn.moe import MoE
 
     ref = mlp.experts.gate_up_proj
-    moe = MoE(moe_config_from_hf(mlp.config, **overrides)).to(device=ref.device, dtype=ref.dtype)
+    cfg = moe_config_from_hf(mlp.config, **overrides)
+    with torch.device("meta"):
+        expected = meta_shapes(MoE(cfg))
+    check_weights(expected, mlp.state_dict(), "DeepseekV3MoE -> MoE", _SHAPE_FIELDS)
+    moe = MoE(cfg).to(device=ref.device, dtype=ref.dtype)
     moe.load_state_dict(mlp.state_dict(), strict=True)
     moe.gate.float()  # the router stays in float32, as transformers keeps it (_keep_in_fp32_modules_strict)
     return moe
@@ -192,8 +216,13 @@ def from_hf(hf_model, max_seq_len: int | None = None, mla_mode: str = "naive"):
     from nanoseek.models.decoder import Decoder
 
     cfg = config_from_hf(hf_model.config, max_seq_len=max_seq_len, mla_mode=mla_mode)
+    where = "DeepseekV3ForCausalLM -> Decoder"
+    source = {k: v for k, v in hf_model.state_dict().items() if "rotary_emb" not in k}
+    check_weights(expected_hf_shapes(cfg), source, where, _SHAPE_FIELDS,
+                  optional=("lm_head.weight",) if cfg.tie_embeddings else ())
+    check_tied(cfg.tie_embeddings, source.get("lm_head.weight"), source["model.embed_tokens.weight"], where)
     param = next(hf_model.parameters())
-    model = Decoder(cfg).to(device=param.device, dtype=param.dtype)
+    model = poison(Decoder(cfg).to(device=param.device, dtype=param.dtype))
     hf = hf_model.model
     model.embed.weight.copy_(hf.embed_tokens.weight)
     model.norm.weight.copy_(hf.norm.weight)
@@ -208,7 +237,28 @@ def from_hf(hf_model, max_seq_len: int | None = None, mla_mode: str = "naive"):
         block.ffn.load_state_dict(layer.mlp.state_dict(), strict=True)  # SwiGLU or MoE: the same names
         if hasattr(block.ffn, "gate"):
             block.ffn.gate.float()  # the router stays in float32, as transformers keeps it
+    assert_written(model, where)
     return model.eval()
+
+
+def _key_to_hf(key: str) -> str:
+    """Our Decoder(attention="mla", ffn="moe") state-dict key -> transformers' DeepseekV3ForCausalLM key."""
+    top = {"embed.weight": "model.embed_tokens.weight", "norm.weight": "model.norm.weight",
+           "lm_head.weight": "lm_head.weight"}
+    if key in top:
+        return top[key]
+    _, i, part, rest = key.split(".", 3)
+    part = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm", "attn": "self_attn",
+            "ffn": "mlp"}[part]
+    if part == "self_attn":
+        rest = _attn_key_to_hf(rest)
+    return f"model.layers.{i}.{part}.{rest}"
+
+
+def expected_hf_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """The transformers weight names and shapes that a `DecoderConfig` from `config_from_hf` implies (built
+    on the meta device: no memory)."""
+    return {_key_to_hf(k): v for k, v in meta_shapes(build_on_meta(cfg)).items()}
 
 
 def deepseek_v3_config(**overrides):
@@ -234,8 +284,14 @@ def build_on_meta(cfg=None):
     """A `Decoder` of config `cfg` (default: `deepseek_v3_config()`) on the meta device: every module and shape
     is real, no memory is allocated. Use it to inspect a model too large to build, e.g.
     `nanoseek.nn.moe.count_params(build_on_meta())` -> 671B total, 37B active per token."""
-    import nanoseek.nn.mla as mla_module
     from nanoseek.models.decoder import Decoder
+
+    return _on_meta(lambda: Decoder(cfg if cfg is not None else deepseek_v3_config()))
+
+
+def _on_meta(build):
+    """`build()` on the meta device, MLA's small CPU RoPE tables built for real."""
+    import nanoseek.nn.mla as mla_module
 
     tables = mla_module.rope_cos_sin
 
@@ -246,7 +302,7 @@ def build_on_meta(cfg=None):
     mla_module.rope_cos_sin = cpu_tables
     try:
         with torch.device("meta"):
-            return Decoder(cfg if cfg is not None else deepseek_v3_config())
+            return build()
     finally:
         mla_module.rope_cos_sin = tables
 
@@ -265,7 +321,8 @@ def load_deepseek_v3(name: str, device: torch.device | str | None = None, dtype:
 
     from nanoseek.env import device as best_device
 
-    hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, attn_implementation="eager")
+    hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, attn_implementation="eager",
+                                              use_safetensors=True)  # never a pickle
     if getattr(hf.config, "model_type", None) != "deepseek_v3":
         raise ValueError(f"{name!r} is a {hf.config.model_type!r} model, not deepseek_v3")
     model = from_hf(hf, max_seq_len=max_seq_len, mla_mode=mla_mode).to(device or best_device()).eval()

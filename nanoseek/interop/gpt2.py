@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from nanoseek.data.chat import BOS, CHAT_TEMPLATE, END
+from nanoseek.interop._weights import assert_written, check_tied, check_weights, meta_shapes, poison
 
 _LINEARS = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 _NORMS = ("ln_1", "ln_2")
@@ -87,22 +88,48 @@ def from_gpt2(hf_model) -> nn.Module:
     from nanoseek.models.gpt import GPT, GPTConfig
 
     c = hf_model.config
+    check_config(c)
+    cfg = GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer,
+                    n_head=c.n_head, n_embd=c.n_embd, dropout=0.0, bias=True)
+    with torch.device("meta"):
+        expected = meta_shapes(GPT(cfg))
+    where = "GPT2LMHeadModel -> GPT"
+    sd = {}
+    for k, v in hf_model.state_dict().items():
+        if k.endswith(".attn.bias") or k.endswith(".attn.masked_bias"):
+            continue  # the causal-mask buffers of old transformers versions
+        if any(k.endswith(f".{name}.weight") for name in _LINEARS):
+            v = v.t()  # Conv1D (in, out) -> Linear (out, in)
+        sd[k] = v
+    check_weights(expected, sd, where, "vocab_size, n_positions, n_embd and n_layer set these shapes",
+                  optional=("lm_head.weight",))
+    check_tied(True, sd.get("lm_head.weight"), sd["transformer.wte.weight"], where,
+               why="our GPT ties its head to the token embedding", fix="it cannot be converted")
+    sd["lm_head.weight"] = sd["transformer.wte.weight"]  # tied: one tensor under two names
+    model = poison(GPT(cfg))
+    model.load_state_dict(sd, strict=True)
+    assert_written(model, where)
+    return model.eval()
+
+
+def check_config(c) -> None:
+    """Refuse the GPT2Config options that change the function and that our GPT does not implement."""
     if (c.n_inner or 4 * c.n_embd) != 4 * c.n_embd or c.activation_function != "gelu":
         raise ValueError(f"only n_inner=4*n_embd and activation_function='gelu' map to our GPT, got "
                          f"n_inner={c.n_inner!r}, activation_function={c.activation_function!r}")
-    model = GPT(GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer,
-                          n_head=c.n_head, n_embd=c.n_embd, dropout=0.0, bias=True))
-    sd = {}
-    for k, v in hf_model.state_dict().items():
-        if any(f".{name}.weight" in k for name in _LINEARS):
-            v = v.t()
-        if k.endswith(".attn.bias") or k.endswith(".attn.masked_bias"):
-            continue
-        sd[k] = v
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    if unexpected or set(missing) - {"lm_head.weight", "transformer.wte.weight"}:
-        raise ValueError(f"state dict mismatch: missing {missing}, unexpected {unexpected}")
-    return model.eval()
+    unsupported = {
+        "scale_attn_by_inverse_layer_idx": (False, "our attention scales scores by 1/sqrt(head_dim) only"),
+        "scale_attn_weights": (True, "our attention always scales scores by 1/sqrt(head_dim)"),
+        "add_cross_attention": (False, "our GPT is a decoder only"),
+    }
+    for name, (ours, why) in unsupported.items():
+        value = getattr(c, name, ours)
+        if bool(value) != ours:
+            raise ValueError(f"GPT2Config {name}={value!r} is not supported ({why}; ours is {name}={ours})")
+    eps = getattr(c, "layer_norm_epsilon", 1e-5)
+    if eps != 1e-5:
+        raise ValueError(f"GPT2Config layer_norm_epsilon={eps!r} is not supported (our LayerNorms use PyTorch's "
+                         "1e-5)")
 
 
 def export_gpt2(model: nn.Module, tokenizer, directory: str | os.PathLike) -> Path:

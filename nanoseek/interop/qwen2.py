@@ -24,6 +24,7 @@ import re
 
 import torch
 
+from nanoseek.interop._weights import check_tied, check_weights, meta_shapes
 from nanoseek.models.decoder import Decoder, DecoderConfig
 from nanoseek.nn.rope import interleave_permutation
 
@@ -145,8 +146,17 @@ def from_hf(hf_model, max_seq_len: int | None = None) -> Decoder:
     param = next(hf_model.parameters())
     with torch.device("meta"):
         model = Decoder(cfg)
-    state = {k: v.detach().clone() for k, v in state_dict_from_hf(hf_model.state_dict()).items()}  # no sharing
-    model.load_state_dict(state, assign=True, strict=True)
+    # the loader rule (nanoseek.interop._weights): names and shapes checked against the config first
+    where = "Qwen2ForCausalLM -> Decoder"
+    source = {k: v for k, v in hf_model.state_dict().items() if not k.endswith("inv_freq")}
+    check_weights({key_to_hf(k): v for k, v in meta_shapes(model).items()}, source, where,
+                  "vocab_size, hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim "
+                  "and intermediate_size set these shapes", optional=("lm_head.weight",) if cfg.tie_embeddings else ())
+    check_tied(cfg.tie_embeddings, source.get("lm_head.weight"), source["model.embed_tokens.weight"], where)
+    state = {k: v.detach().clone() for k, v in state_dict_from_hf(source).items()}  # no sharing
+    if cfg.tie_embeddings:
+        state["lm_head.weight"] = state["embed.weight"]
+    model.load_state_dict(state, assign=True, strict=True)  # assign: every parameter is a checkpoint tensor
     if cfg.tie_embeddings:  # load_state_dict(assign=True) replaced both tensors: tie them again
         model.lm_head.weight = model.embed.weight
     return model.to(device=param.device, dtype=param.dtype)
@@ -182,7 +192,8 @@ def load_qwen2(name: str = "Qwen/Qwen2.5-0.5B-Instruct", device: torch.device | 
 
     from nanoseek.env import device as best_device
 
-    hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, attn_implementation="eager")
+    hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype or torch.float32, attn_implementation="eager",
+                                              use_safetensors=True)  # never a pickle
     if getattr(hf.config, "model_type", None) != MODEL_TYPE:
         raise ValueError(f"{name!r} is a {hf.config.model_type!r} model, not qwen2")
     model = from_hf(hf, max_seq_len=max_seq_len).to(device or best_device()).eval()

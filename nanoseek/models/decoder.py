@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nanoseek import validate as V
 from nanoseek.nn.attention import Attention
 from nanoseek.nn.mla import MLA, MLAConfig
 from nanoseek.nn.mlp import SwiGLU
@@ -85,46 +86,36 @@ class DecoderConfig:
 
     def __post_init__(self):
         for name in ("vocab_size", "n_layer", "n_embd", "n_head", "n_kv_head", "intermediate_size", "max_seq_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"DecoderConfig.{name} must be an integer >= 1, got {name}={value!r}")
+            setattr(self, name, V.integer(getattr(self, name), name, "DecoderConfig", minimum=1))
         if self.head_dim is None:
             if self.n_embd % self.n_head:
                 raise ValueError(f"DecoderConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
                                  "set head_dim explicitly")
             self.head_dim = self.n_embd // self.n_head
-        if isinstance(self.head_dim, bool) or not isinstance(self.head_dim, int) or self.head_dim < 2 \
-                or self.head_dim % 2:
+        if not V.is_int(self.head_dim) or self.head_dim < 2 or self.head_dim % 2:
             raise ValueError(f"DecoderConfig.head_dim must be an even integer >= 2 (rotary pairs), "
                              f"got head_dim={self.head_dim!r}")
         if self.n_head % self.n_kv_head:
             raise ValueError(f"DecoderConfig.n_kv_head={self.n_kv_head} must divide n_head={self.n_head}")
-        if not (isinstance(self.rope_theta, (int, float)) and self.rope_theta > 0):
-            raise ValueError(f"DecoderConfig.rope_theta must be > 0, got rope_theta={self.rope_theta!r}")
-        if self.rope_layout not in LAYOUTS:
-            raise ValueError(f"DecoderConfig.rope_layout={self.rope_layout!r} is not one of {LAYOUTS}")
-        if not (isinstance(self.norm_eps, (int, float)) and self.norm_eps > 0):
-            raise ValueError(f"DecoderConfig.norm_eps must be > 0, got norm_eps={self.norm_eps!r}")
-        if not (isinstance(self.init_std, (int, float)) and self.init_std > 0):
-            raise ValueError(f"DecoderConfig.init_std must be > 0, got init_std={self.init_std!r}")
-        if isinstance(self.mtp_depth, bool) or not isinstance(self.mtp_depth, int) or self.mtp_depth < 0:
-            raise ValueError(f"DecoderConfig.mtp_depth must be an integer >= 0, got mtp_depth={self.mtp_depth!r}")
+        for name in ("rope_theta", "norm_eps", "init_std"):
+            V.positive(getattr(self, name), name, "DecoderConfig")
+        for name in ("qkv_bias", "tie_embeddings"):
+            V.flag(getattr(self, name), name, "DecoderConfig")
+        V.choice(self.rope_layout, "rope_layout", LAYOUTS, "DecoderConfig")
+        self.mtp_depth = V.integer(self.mtp_depth, "mtp_depth", "DecoderConfig", minimum=0)
         if self.mtp_depth >= self.max_seq_len:
             raise ValueError(f"DecoderConfig.mtp_depth={self.mtp_depth} must be < max_seq_len={self.max_seq_len}")
-        if not (isinstance(self.mtp_lambda, (int, float)) and self.mtp_lambda >= 0):
-            raise ValueError(f"DecoderConfig.mtp_lambda must be >= 0, got mtp_lambda={self.mtp_lambda!r}")
-        if self.attention not in ATTENTION_BUILDERS:
-            raise ValueError(f"DecoderConfig.attention={self.attention!r} is not one of {tuple(ATTENTION_BUILDERS)}")
+        V.number(self.mtp_lambda, "mtp_lambda", "DecoderConfig", minimum=0)
+        V.choice(self.attention, "attention", ATTENTION_BUILDERS, "DecoderConfig")
         if self.attention == "mla":
             try:
                 mla_config(self)  # validates the MLA fields
             except ValueError as err:
                 raise ValueError(f"DecoderConfig(attention='mla'): {err}") from None
-        if self.ffn not in FFN_BUILDERS:
-            raise ValueError(f"DecoderConfig.ffn={self.ffn!r} is not one of {tuple(FFN_BUILDERS)}")
+        V.choice(self.ffn, "ffn", FFN_BUILDERS, "DecoderConfig")
         if self.ffn == "moe":
             k = self.first_k_dense_replace
-            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= self.n_layer:
+            if not V.is_int(k) or not 0 <= k <= self.n_layer:
                 raise ValueError(f"DecoderConfig.first_k_dense_replace must be in 0..n_layer={self.n_layer}, "
                                  f"got first_k_dense_replace={k!r}")
             moe_config(self)  # validates the MoE fields (a ValueError names the field and its value)

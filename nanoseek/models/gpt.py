@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nanoseek import validate as V
+
 
 @dataclass
 class GPTConfig:
@@ -26,16 +28,14 @@ class GPTConfig:
 
     def __post_init__(self):
         for field in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTConfig.{field} must be an integer >= 1, got {field}={value!r}")
+            setattr(self, field, V.integer(getattr(self, field), field, "GPTConfig", minimum=1))
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"GPTConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}: "
                 "every head needs the same size n_embd // n_head"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout must be in [0, 1), got dropout={self.dropout!r}")
+        V.probability(self.dropout, "dropout", "GPTConfig", max_open=True)
+        V.flag(self.bias, "bias", "GPTConfig")
 
 
 class CausalSelfAttention(nn.Module):

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nanoseek import validate as V
 from nanoseek.nn.norm import RMSNorm
 from nanoseek.nn.rope import LAYOUTS, apply_rope, rope_cos_sin
 
@@ -59,23 +60,17 @@ class MLAConfig:
     def __post_init__(self) -> None:
         for name in ("dim", "n_heads", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
                      "max_seq_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"MLAConfig.{name} must be a positive int, got {name}={value!r}")
+            setattr(self, name, V.integer(getattr(self, name), name, "MLAConfig", minimum=1))
         if self.qk_rope_head_dim % 2:
             raise ValueError(f"MLAConfig.qk_rope_head_dim must be even, got qk_rope_head_dim={self.qk_rope_head_dim}")
-        if self.q_lora_rank is not None and (not isinstance(self.q_lora_rank, int) or self.q_lora_rank < 1):
-            raise ValueError(f"MLAConfig.q_lora_rank must be None or a positive int, got q_lora_rank={self.q_lora_rank!r}")
-        if self.rope_layout not in LAYOUTS:
-            raise ValueError(f"MLAConfig.rope_layout={self.rope_layout!r} is not one of {LAYOUTS}")
-        if self.mode not in MODES:
-            raise ValueError(f"MLAConfig.mode={self.mode!r} is not one of {MODES}")
-        if self.decode_backend not in ("einsum", "triton", "auto"):
-            raise ValueError(f"MLAConfig.decode_backend={self.decode_backend!r} is not 'einsum', 'triton' or 'auto'")
-        if self.softmax_scale is not None and not self.softmax_scale > 0:
-            raise ValueError(f"MLAConfig.softmax_scale must be > 0, got softmax_scale={self.softmax_scale}")
-        if not self.rope_theta > 0:
-            raise ValueError(f"MLAConfig.rope_theta must be > 0, got rope_theta={self.rope_theta}")
+        self.q_lora_rank = V.integer(self.q_lora_rank, "q_lora_rank", "MLAConfig", minimum=1, optional=True)
+        V.choice(self.rope_layout, "rope_layout", LAYOUTS, "MLAConfig")
+        V.choice(self.mode, "mode", MODES, "MLAConfig")
+        V.choice(self.decode_backend, "decode_backend", ("einsum", "triton", "auto"), "MLAConfig")
+        V.positive(self.softmax_scale, "softmax_scale", "MLAConfig", optional=True)
+        for name in ("rope_theta", "norm_eps"):
+            V.positive(getattr(self, name), name, "MLAConfig")
+        V.flag(self.attention_bias, "attention_bias", "MLAConfig")
 
     @property
     def qk_head_dim(self) -> int:

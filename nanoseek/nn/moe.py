@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nanoseek import validate as V
 from nanoseek.nn.mlp import SwiGLU
 
 SCORING_FUNCS = ("sigmoid", "softmax")
@@ -66,9 +67,7 @@ class MoEConfig:
 
     def __post_init__(self) -> None:
         def positive(name: str, minimum: int = 1) -> None:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"MoEConfig.{name} must be an int >= {minimum}, got {name}={value!r}")
+            setattr(self, name, V.integer(getattr(self, name), name, "MoEConfig", minimum=minimum))
 
         for name in ("dim", "n_routed_experts", "num_experts_per_tok", "moe_intermediate_size", "n_group",
                      "topk_group"):
@@ -86,18 +85,13 @@ class MoEConfig:
                 f"MoEConfig.num_experts_per_tok={K} exceeds the {self.topk_group * (E // self.n_group)} experts "
                 f"that topk_group={self.topk_group} groups of {E // self.n_group} hold"
             )
-        if self.scoring_func not in SCORING_FUNCS:
-            raise ValueError(f"MoEConfig.scoring_func={self.scoring_func!r}; expected one of {SCORING_FUNCS}")
-        if self.aux_loss not in AUX_LOSSES:
-            raise ValueError(f"MoEConfig.aux_loss={self.aux_loss!r}; expected one of {AUX_LOSSES}")
-        if self.dispatch not in DISPATCHES:
-            raise ValueError(f"MoEConfig.dispatch={self.dispatch!r}; expected one of {DISPATCHES}")
+        V.choice(self.scoring_func, "scoring_func", SCORING_FUNCS, "MoEConfig")
+        V.choice(self.aux_loss, "aux_loss", AUX_LOSSES, "MoEConfig")
+        V.choice(self.dispatch, "dispatch", DISPATCHES, "MoEConfig")
         for name in ("aux_loss_alpha", "bias_update_speed"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"MoEConfig.{name} must be a finite number >= 0, got {name}={value!r}")
-        if not isinstance(self.routed_scaling_factor, (int, float)) or not self.routed_scaling_factor > 0:
-            raise ValueError(f"MoEConfig.routed_scaling_factor must be > 0, got {self.routed_scaling_factor!r}")
+            V.number(getattr(self, name), name, "MoEConfig", minimum=0)
+        V.positive(self.routed_scaling_factor, "routed_scaling_factor", "MoEConfig")
+        V.flag(self.norm_topk_prob, "norm_topk_prob", "MoEConfig")
 
     def to_dict(self) -> dict:
         return asdict(self)

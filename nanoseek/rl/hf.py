@@ -58,6 +58,7 @@ def load_policy(name: str | None, device: torch.device | str = "cpu", dtype: tor
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(name)
-        hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation="eager")
+        hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, attn_implementation="eager",
+                                                  use_safetensors=True)  # never a pickle
     policy = from_hf(hf, max_seq_len=max_seq_len).to(device=device, dtype=dtype)
     return policy, tok

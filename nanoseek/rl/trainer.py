@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from nanoseek import validate as V
 from nanoseek.rl.advantages import gae, group_advantages
 from nanoseek.rl.losses import AGGREGATIONS, grpo_loss, masked_mean, reinforce_loss, value_loss
 from nanoseek.rl.ppo import ValueModel, kl_shaped_rewards, response_values
@@ -75,14 +76,20 @@ class RLConfig:
     length_reward: float = 0.0  # Kimi k1.5: weight of the length reward
 
     def __post_init__(self) -> None:
-        if self.algo not in ALGOS:
-            raise ValueError(f"algo={self.algo!r} is not one of {ALGOS}")
-        if self.agg not in AGGREGATIONS:
-            raise ValueError(f"agg={self.agg!r} is not one of {AGGREGATIONS}")
-        for name in ("steps", "prompts_per_step", "group_size", "max_new_tokens", "inner_epochs", "minibatches"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < (0 if name == "steps" else 1):
-                raise ValueError(f"{name}={value!r} must be a positive int")
+        V.choice(self.algo, "algo", ALGOS, "RLConfig")
+        V.choice(self.agg, "agg", AGGREGATIONS, "RLConfig")
+        for name in ("steps", "prompts_per_step", "group_size", "max_new_tokens", "inner_epochs", "minibatches",
+                     "eval_every", "seed"):
+            minimum = 0 if name in ("steps", "eval_every", "seed") else 1  # eval_every=0: no evaluation
+            setattr(self, name, V.integer(getattr(self, name), name, "RLConfig", minimum=minimum))
+        for name in ("lr", "critic_lr", "eps"):
+            V.positive(getattr(self, name), name, "RLConfig")
+        for name in ("temperature", "weight_decay", "grad_clip", "clip_low", "clip_high", "beta"):
+            V.number(getattr(self, name), name, "RLConfig", minimum=0)
+        for name in ("gamma", "lam"):
+            V.probability(getattr(self, name), name, "RLConfig")
+        V.number(self.value_clip, "value_clip", "RLConfig", minimum=0, optional=True)
+        V.flag(self.normalize_by_std, "normalize_by_std", "RLConfig")
         if self.algo == "grpo" and self.group_size < 2:
             raise ValueError(f"group_size={self.group_size} must be >= 2 for a group baseline")
         if not isinstance(self.max_resample_rounds, int) or self.max_resample_rounds < 0:

@@ -7,6 +7,7 @@ tokens back into their text, so the rule rewards read exactly what a real model 
 """
 from __future__ import annotations
 
+from nanoseek import validate as V
 from nanoseek.rl.rewards import TAGS
 
 SPECIALS = ("<pad>", "<bos>", "<eos>") + TAGS
@@ -50,5 +51,6 @@ class TaskVocab:
             raise KeyError(f"character {ch!r} is not in this vocabulary's alphabet") from None
 
     def decode(self, ids: list[int]) -> str:
-        """Text of `ids`; pad/bos/eos are dropped, tags kept as text."""
-        return "".join(self.itos[i] for i in ids if i > 2)
+        """Text of `ids`; pad/bos/eos are dropped, tags kept as text. ValueError names an id outside the
+        vocabulary (a negative one would otherwise index from the end)."""
+        return "".join(self.itos[i] for i in V.token_ids(ids, len(self.itos), "ids") if i > 2)
