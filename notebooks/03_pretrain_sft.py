@@ -755,6 +755,54 @@ def encode_chat(tok, messages: list[dict]) -> tuple[list[int], list[bool]]:
 assert check_loss_mask(encode_chat)
 
 # %% [markdown]
+# **Exercise 4 (core: packing with masks).** Pack already-shifted samples `(x, y)` into rows of `block_size`
+# positions, in order, starting a new row when the next sample does not fit. Return `x` and `y` as
+# `(N, block_size)` long tensors (padding: `pad_id` in `x`, -100 in `y`), the segment ids `seg` (1, 2, ... for
+# the samples of each row, 0 on padding) and the attention `mask` `(N, block_size, block_size)`: True where
+# query `i` may attend to key `j`, that is `j <= i` in the same segment. Padding positions only need to see
+# padding.
+
+# %% tags=["exercise"]
+import torch
+from nanoseek.exercises.ch03 import check_pack_with_mask
+
+
+def pack_with_mask(samples: list[tuple[list[int], list[int]]], block_size: int, pad_id: int):
+    """-> (x, y, seg, mask)"""
+    raise NotImplementedError  # your code here
+
+
+check_pack_with_mask(pack_with_mask)
+
+# %% tags=["solution", "hide-input"]
+import torch
+from nanoseek.exercises.ch03 import check_pack_with_mask
+
+
+def pack_with_mask(samples: list[tuple[list[int], list[int]]], block_size: int, pad_id: int):
+    rows, used = [[]], 0
+    for x, y in samples:
+        if used + len(x) > block_size:  # next fit: open a new row
+            rows.append([])
+            used = 0
+        rows[-1].append((x, y))
+        used += len(x)
+    X = torch.full((len(rows), block_size), pad_id)
+    Y = torch.full((len(rows), block_size), -100)
+    seg = torch.zeros((len(rows), block_size), dtype=torch.long)
+    for b, row in enumerate(rows):
+        t = 0
+        for s, (x, y) in enumerate(row, start=1):
+            X[b, t:t + len(x)], Y[b, t:t + len(x)], seg[b, t:t + len(x)] = torch.tensor(x), torch.tensor(y), s
+            t += len(x)
+    causal = torch.ones(block_size, block_size, dtype=torch.bool).tril()
+    mask = (seg[:, :, None] == seg[:, None, :]) & causal  # (N, T, T): same segment, not in the future
+    return X, Y, seg, mask
+
+
+assert check_pack_with_mask(pack_with_mask)
+
+# %% [markdown]
 # ## Further reading
 # - Instruction tuning and the SFT → RLHF pipeline: {cite}`ouyang2022training`; how little data SFT can need:
 #   {cite}`zhou2023lima`; loss on instructions: {cite}`shi2024instruction`.
