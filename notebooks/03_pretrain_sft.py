@@ -42,7 +42,9 @@ display(Markdown(budget_table(
 # - to turn a story corpus into a pretraining token stream with document separators, and pretrain on it;
 # - to write a chat template with role special tokens, and to render and tokenize conversations with it;
 # - to build the SFT loss mask so that only the assistant's words (and its end-of-turn) are learned;
-# - to measure what SFT changes: template following, stopping, and answer accuracy on held-out prompts;
+# - to measure what SFT changes: template following, stopping, and exactly scored answer accuracy on 300
+#   held-out prompts, with intervals;
+# - to pack several samples into one training row with an attention mask between them, and check it exactly;
 # - to export a model of ours to `transformers` and check that it generates exactly the same tokens.
 
 # %%
@@ -660,10 +662,11 @@ print(f"\nwhole notebook so far: {time.perf_counter() - t_start:.0f} s")
 # ## Summary
 # - Pretraining: a token stream of documents separated by `<|endoftext|>`, next-token loss on every token.
 # - A chat template frames turns with role tokens and an end-of-turn token; the same template exists in Jinja.
-# - SFT is the same loop on chat rows, with targets -100 outside the assistant's reply and its `<|end|>`.
+# - SFT is the same loop on chat rows, with targets -100 outside the assistant's reply and its `<|end|>`;
+#   packed rows add segment ids, a same-segment causal mask and positions that restart per sample.
 # - Measured on held-out prompts: SFT takes template following and stopping from about 0 to near 1. Answer
-#   accuracy needs copying: at `full` pretraining supplies it and SFT reaches 0.97; at `tiny` SFT learns a
-#   narrow, in-template copy over 3 epochs. The mask's effect is measured.
+#   accuracy, scored exactly with Wilson intervals, needs copying: at `full` pretraining supplies it; at `tiny`
+#   SFT learns a narrow, in-template copy over 3 epochs. The mask's effect is measured.
 # - A nanoGPT is a GPT-2: exported, it loads with `AutoModelForCausalLM` and generates our exact tokens.
 #
 # ## Exercises

@@ -40,9 +40,12 @@ display(Markdown(budget_table(
 
 # %% [markdown]
 # **What you will learn**
-# - why generating text is limited by memory traffic rather than arithmetic, measured;
+# - why generating text is limited by memory traffic rather than arithmetic, measured for the weights and
+#   for the KV cache, whose read does about $H/G$ FLOPs per byte whatever the batch;
 # - to write incremental decoding with a KV cache and prove it computes exactly what a full forward does;
-# - MHA, MQA and GQA as one attention with `n_kv_head`, and what each costs in parameters and cache bytes;
+# - MHA, MQA and GQA as one attention with `n_kv_head`, what each costs in parameters and cache bytes, how fast
+#   each decodes and how many sequences a memory budget holds, and whether their quality differs beyond the
+#   noise of three seeds;
 # - to compute the KV cache of real models (Llama-2, Qwen2.5, DeepSeek-67B) from their published shapes;
 # - to convert a trained MHA model to GQA by mean-pooling heads ("uptraining"), and to move our decoder's
 #   weights into transformers' Qwen2 with matching logits.
@@ -525,9 +528,11 @@ print(f"MQA's step takes {mha_r['ms'] / mqa_r['ms']:.1f}x less time than MHA's f
 assert mha_r["ms"] > 2 * mqa_r["ms"]
 
 # %% [markdown]
-# The GFLOP/s a step reaches climbs with the intensity, and at one intensity it hardly moves with the batch:
-# the time goes into reading the cache. On a GPU the same picture holds with larger numbers (H200: 4.8 TB/s,
-# so MHA's 1 FLOP/byte in bf16 uses well under 1% of its 989 TFLOP/s).
+# The time follows the bytes, not the FLOPs: every variant does the same FLOPs, and the step that reads fewer
+# bytes is the faster one, so the GFLOP/s reached climbs with the intensity. The FLOP/byte column is the same
+# at every batch: batching cannot make MHA's cache read compute-bound, it only multiplies the bytes. (The CPU
+# timings are noisy on a shared machine; the ratio asserted above has a wide margin.) On a GPU the same holds
+# with larger numbers: at 4.8 TB/s, MHA's 1 FLOP/byte in bf16 uses well under 1% of an H200's 989 TFLOP/s.
 #
 # ## Decoding speed: MHA vs GQA vs MQA, and the batch a memory budget holds
 # The whole model now: three decoders that differ only in `n_kv_head`, timed by `nanoseek.serving`'s
@@ -813,9 +818,11 @@ torch.testing.assert_close(back(prompt)[0], logits_ours)
 # against transformers).
 #
 # ## Summary
-# - Decoding reads every weight and the whole cache to produce one token per sequence: it is memory-bound.
+# - Decoding reads every weight and the whole cache to produce one token per sequence: it is memory-bound. The
+#   cache read runs at $2H/(G\,b)$ FLOP/byte ($H/G$ in bf16) at any batch; only sharing kv heads raises it.
 # - A KV cache keeps past keys and values; incremental decoding then equals a full forward pass, step by step.
-# - MHA, GQA and MQA are one attention with `n_kv_head` = $H$, $G$, 1; the cache shrinks $H/G$-fold.
+# - MHA, GQA and MQA are one attention with `n_kv_head` = $H$, $G$, 1; the cache shrinks $H/G$-fold, decoding
+#   speeds up and $H/G$ times more sequences fit a memory budget. Quality: the three-seed verdicts above.
 # - Cache bytes = 2 · layers · batch · kv heads · head dim · tokens · bytes; Llama-2-7B needs 0.5 MiB a token.
 # - A trained MHA model converts to GQA by mean-pooling heads plus a short fine-tune.
 #
