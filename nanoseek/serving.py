@@ -75,26 +75,41 @@ def max_batch_size(budget_bytes: int, weights: int, n_layer: int, n_kv_head: int
 @torch.no_grad()
 def decode_tokens_per_second(model: nn.Module, batch_size: int, prompt_len: int, new_tokens: int,
                              repeats: int = 3, vocab_size: int | None = None) -> float:
-    """Generated tokens per second (all rows together) of greedy decoding with the KV cache: prefill
-    `prompt_len` random tokens for `batch_size` rows, then `new_tokens` one-token steps, best of `repeats`.
-    The prefill is timed too, as a server pays it; keep new_tokens well above 1 to see the decode speed."""
-    from nanoseek.generate import generate
+    """Decode throughput with the KV cache, prefill excluded: generated tokens per second, all rows together.
 
+    Prefills `prompt_len` random tokens for `batch_size` rows once (not timed), then times `new_tokens`
+    one-token greedy steps through the cache, `repeats` times from the same prefilled cache (each repeat
+    rewinds the caches' positions to the prompt and overwrites the same slots), and keeps the fastest.
+    Works for any model with `new_cache` and `model(idx, cache=...)` (the chapter-4 `Decoder` and later)."""
     if batch_size < 1 or prompt_len < 1 or new_tokens < 1 or repeats < 1:
         raise ValueError(f"batch_size, prompt_len, new_tokens and repeats must be >= 1, got {batch_size}, "
                          f"{prompt_len}, {new_tokens}, {repeats}")
+    if not hasattr(model, "new_cache"):
+        raise ValueError(f"{type(model).__name__} has no KV cache (new_cache)")
     dev = next(model.parameters()).device
     V = vocab_size or model.config.vocab_size
     prompt = torch.randint(0, V, (batch_size, prompt_len), generator=torch.Generator().manual_seed(0)).to(dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    generate(model, prompt, 2, temperature=0)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        generate(model, prompt, new_tokens, temperature=0)
-        sync()
-        best = min(best, time.perf_counter() - t0)
+    was_training = model.training
+    model.eval()
+    try:
+        caches = model.new_cache(batch_size, prompt_len + new_tokens)
+        logits, _ = model(prompt, cache=caches)
+        first = logits[:, -1:].argmax(-1)                                              # (B, 1)
+        best = float("inf")
+        for _ in range(repeats):
+            for c in caches:
+                c.pos = prompt_len
+            tok = first
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(new_tokens):
+                logits, _ = model(tok, cache=caches)
+                tok = logits[:, -1:].argmax(-1)
+            sync()
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        model.train(was_training)
     return batch_size * new_tokens / best
 
 

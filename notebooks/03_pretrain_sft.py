@@ -398,8 +398,9 @@ plt.show()
 
 # %% [markdown]
 # SFT turned a story writer into something that answers in the template, stops, and (at `tiny`, for the
-# questions about the hero and the place above all) names the right character. The asserts below hold at
-# `tiny` scale with margin on any CPU (the run is deterministic):
+# question about the hero above all) names the right character. The per-task intervals are wide where a task
+# has few rows: the `tiny` test split holds 150 English rows, all of them used here. The asserts below compare
+# intervals, not just means, and hold at `tiny` scale with margin on any CPU (the run is deterministic):
 
 # %%
 sft = after["masked"]
@@ -407,8 +408,9 @@ assert before["template"] <= 0.1 and before["eot"] <= 0.1, "the pretrained model
 assert sft["template"] >= before["template"] + 0.6, sft["template"]
 assert sft["eot"] >= before["eot"] + 0.6, sft["eot"]
 assert answer_loss["masked"] < answer_loss["pretrained"] - 3.0, answer_loss
-assert sft["accuracy"] >= before["accuracy"] + 0.35, (sft["accuracy"], before["accuracy"])
-assert sft["by_task"]["hero"] >= 0.6, sft["by_task"]
+lo_sft, hi_before = sft["intervals"]["accuracy"]["ci95"][0], before["intervals"]["accuracy"]["ci95"][1]
+assert lo_sft > hi_before + 0.1, (lo_sft, hi_before)  # the intervals are far apart, not just the means
+assert sft["intervals"]["task:hero"]["ci95"][0] >= 0.6, sft["intervals"]["task:hero"]
 for row, rec in list(zip(eval_rows, sft["replies"]))[:6]:
     print(f"Q: {row['messages'][0]['content'].splitlines()[-1]}\nA: {rec['reply']}   (expected {row['answer']!r}, "
           f"correct: {rec['correct']})\n")
@@ -536,7 +538,7 @@ pad_fill = sum(float(lens[p].sum()) for p in picks) / sum(CFG["sft_batch"] * flo
 print(f"{pack_info['samples']:,} conversations -> {pack_info['rows']:,} packed rows of {CFG['block_size']} "
       f"positions; positions holding a sample: packed {pack_info['fill']:.0%}, padded batches {pad_fill:.0%}")
 
-multi = int((S.max(1).values >= 2).argmax())  # a packed row with at least two samples
+multi = int((S.max(1).values >= 2).int().argmax())  # a packed row with at least two samples
 xb, yb, sb = (t[multi:multi + 1].to(device()) for t in (X, Y, S))
 with torch.no_grad():
     packed = packed_loss(base, (xb, yb, sb)).item()
@@ -564,14 +566,16 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Packing pays when rows are short next to the context. Ours are not: a chat row here is 50 to 160 tokens in
-# a 160-token context, so most packed rows hold one sample and the fill above is about what padding already
-# reaches; the chapter keeps padded batches. With a 4K context and short answers it would roughly halve the
-# compute. (The padded batches cut the padding every row of a batch shares, which already recovers much.)
+# The fill printed above is the share of computed positions that hold a sample; the rest is padding, paid
+# for and thrown away. Packing raises it, so the same samples cost fewer positions; the longer the context
+# next to the rows, the more it saves. The SFT runs above still use padded batches, so that their numbers stay
+# comparable with the chapter's earlier versions; `packed_batcher` with `loss_fn=packed_loss` trains with
+# packing in the same loop.
 #
 # **Multi-turn** conversations need no new machinery: `encode_chat` trains every assistant turn and masks every
-# user turn, so a two-turn conversation trains two replies. The minids rows are single-turn, and two of them
-# do not fit together in 160 tokens (the share of pairs that would is below), so `tiny` trains on single turns:
+# user turn, so a two-turn conversation trains two replies. The minids rows are single-turn, and only some
+# pairs of them fit one 160-token context as a two-turn conversation (the share is printed below); this
+# chapter trains on single turns:
 
 # %%
 two_turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},

@@ -85,7 +85,7 @@ CFG = pick(
               speed=dict(n_layer=2, n_embd=128, n_head=8, n_kv_head=2, intermediate_size=352),
               contexts=[16, 64, 128, 256, 384], speed_new_tokens=16, min_cache_speedup=2.0,
               kv_read=dict(batches=[1, 4], seq_len=4096, n_head=8, head_dim=64),
-              decode=dict(batch_size=16, prompt_len=240, new_tokens=16), memory_budget=48 * 2**20),
+              decode=dict(batch_size=32, prompt_len=480, new_tokens=16), memory_budget=48 * 2**20),
     full=dict(n_layer=6, n_embd=384, n_head=12, kv_heads=dict(MHA=12, GQA=4, MQA=1), intermediate_size=1024,
               block_size=256, batch_size=64, max_steps=3000, lr=1e-3, warmup_steps=100, eval_every=250,
               eval_batches=40, uptrain_steps=450,
@@ -536,7 +536,8 @@ assert mha_r["ms"] > 2 * mqa_r["ms"]
 #
 # ## Decoding speed: MHA vs GQA vs MQA, and the batch a memory budget holds
 # The whole model now: three decoders that differ only in `n_kv_head`, timed by `nanoseek.serving`'s
-# `decode_tokens_per_second` (prefill, then one token at a time through the KV cache, all rows together).
+# `decode_tokens_per_second` (one token a step through the KV cache, all rows together, after an untimed
+# prefill).
 # Then the other half of what GQA buys: for a fixed memory budget, how many sequences' caches fit.
 
 # %%
@@ -559,7 +560,7 @@ for name, G in kv_of.items():
     assert held <= CFG["memory_budget"] < one_more
     decode_rows[name] = dict(G=G, tps=tps, fits=fits, held=held)
     del caches, m
-print(f"batch {DC['batch_size']}, prompt {DC['prompt_len']} tokens, {DC['new_tokens']} new tokens; "
+print(f"batch {DC['batch_size']}, prompt {DC['prompt_len']} tokens, {DC['new_tokens']} decode steps timed; "
       f"memory budget {CFG['memory_budget'] / 2**20:,.0f} MiB at {DC['prompt_len'] + DC['new_tokens']} tokens a sequence\n")
 print("| attention | kv heads | decode tokens/s | largest batch in the budget | bytes held |\n| --- | ---: | ---: | ---: | ---: |")
 for name, r in decode_rows.items():
@@ -729,16 +730,19 @@ after = {name: r.final_val_loss for name, r in uptrained.items()}
 assert uptrained["mean-pooled"].val_loss[0] > losses["MHA"]  # the conversion itself costs quality...
 assert after["mean-pooled"] < uptrained["mean-pooled"].val_loss[0] - 0.5  # ...and a short fine-tune wins much back
 assert after["mean-pooled"] < after["random init"]  # starting from the MHA weights beats starting from nothing
-assert after["mean-pooled"] < after["first head"]
+print(f"mean-pooled vs first head after uptraining: {after['mean-pooled'] - after['first head']:+.3f} nats/char "
+      "(one seed each)")
 start = uptrained["mean-pooled"].val_loss[0]
 recovered = (start - after["mean-pooled"]) / (start - losses["GQA"])
 print(f"\nmean-pooled uptraining covered {recovered:.0%} of the way from the converted model to a GQA model "
       f"trained for all {CFG['max_steps']} steps")
 
 # %% [markdown]
-# Mean-pooling beats keeping one head, and both beat starting over, in the order Ainslie et al. report. Our
-# conversion loses much more at first than theirs (a 0.4M-parameter model trained for minutes has heads that
-# share little), so 15% of the steps does not close the gap here the way 5% does for T5-XXL.
+# Both conversions beat starting over by far, as Ainslie et al. report. Whether mean-pooling beats keeping one
+# head (their order) we do not claim: each start is one seed, and the gap printed above is of the size of the
+# seed spread of the training runs (the seeds table). Our conversion loses much more at first than theirs (a
+# 0.4M-parameter model trained for minutes has heads that share little), so 15% of the steps does not close
+# the gap here the way 5% does for T5-XXL.
 
 # %% [markdown]
 # ## Paper says / we measured
@@ -746,7 +750,7 @@ print(f"\nmean-pooled uptraining covered {recovered:.0%} of the way from the con
 # | claim | paper | we measured (this run) |
 # | --- | --- | --- |
 # | MQA/GQA cut the KV cache by $H/G$ | exact | exact: the allocated cache equals the formula above |
-# | mean-pooling is the best conversion | mean-pool > first head > random init | the same order (uptraining table, one seed) |
+# | mean-pooling is the best conversion | mean-pool > first head > random init | both conversions far ahead of random init; mean-pool vs first head not ranked (one seed) |
 # | uptraining needs ~5% of pretraining | 5% brings GQA-8 close to MHA | 15% covers the share printed under the uptraining table, not all of it |
 # | the cache makes long-context decoding faster | — | speed-up column above, growing with context |
 # | fewer kv heads decode faster and batch more | GQA's motivation | decode and memory-budget table above |
@@ -766,6 +770,10 @@ for k, claim in paper.items():
     measured = f"{a} {seeded[a].mean:.3f} ± {seeded[a].std:.3f}, {b} {seeded[b].mean:.3f} ± {seeded[b].std:.3f}: {v}"
     ok = {"MHA vs MQA": v == "MHA", "MHA vs GQA": v in ("tie", "MHA"), "GQA vs MQA": v == "GQA"}[k]
     print(f"| {k} | {claim} | {measured} | {'yes' if ok else 'no'} |")
+if verdicts:
+    effect = verdicts["MHA vs MQA"] == "MHA" and verdicts["GQA vs MQA"] == "GQA"
+    print(f"\nThe GQA paper's effect (MQA loses quality against MHA, GQA recovers most of it) "
+          f"{'reproduced' if effect else 'did not reproduce beyond the seed noise'} at `{nanoseek.scale()}` on Shakespeare.")
 
 # %% [markdown]
 # "GQA close to MHA" counts as reproduced when the two tie or MHA wins by little; the table shows the gap.
