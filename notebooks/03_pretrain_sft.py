@@ -416,8 +416,8 @@ for row, rec in list(zip(eval_rows, sft["replies"]))[:6]:
           f"correct: {rec['correct']})\n")
 
 # %% [markdown]
-# Look at the answers: they have the right *form* ("The story is about ...", "... friend is ...") and mostly
-# the name *in the story*, not just a plausible one. Answering needs the model to **copy** a name from its
+# Look at the answers: they have the right *form* ("The story is about ...", "... friend is ...") and, for
+# the hero, mostly the name *in the story*, not just a plausible one. Answering needs the model to **copy** a name from its
 # context. Did pretraining teach that? We test the pretrained model on its home ground, plain story text: a
 # story introduces a character, and we check whether the model's next mention of a character uses that name.
 
