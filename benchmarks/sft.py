@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 CONFIGS = {
-    "tiny": dict(langs="en", vocab_size=2048, tokenizer_chars=2_000_000, n_layer=2, n_head=4, n_embd=128, block_size=160, pretrain_block=128,
-                 pretrain_steps=360, pretrain_batch=16, pretrain_lr=3e-3, sft_steps=600, sft_batch=8, sft_lr=3e-3,
-                 eval_rows=32, max_new_tokens=32),
+    "tiny": dict(langs="en", vocab_size=2048, tokenizer_chars=2_000_000, n_layer=2, n_head=4, n_embd=128, block_size=160, pretrain_block=160,
+                 pretrain_steps=360, pretrain_batch=13, pretrain_lr=3e-3, sft_steps=600, sft_batch=8, sft_lr=3e-3,
+                 eval_rows=300, max_new_tokens=40),
     "full": dict(langs="both", vocab_size=4096, tokenizer_chars=20_000_000, n_layer=6, n_head=6, n_embd=384, block_size=256, pretrain_block=256,
                  pretrain_steps=3000, pretrain_batch=64, pretrain_lr=1e-3, sft_steps=1500, sft_batch=64, sft_lr=3e-4,
-                 eval_rows=300, max_new_tokens=48),
+                 eval_rows=1200, max_new_tokens=48),
 }
 
 

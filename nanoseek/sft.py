@@ -4,16 +4,22 @@ The metrics of chapter 3, measured on held-out instruction rows (`nanoseek.data.
 
 - **template share**: replies that are non-empty text closed by `<|end|>` with no other special token;
 - **end-of-turn (EOT) share**: replies that produce `<|end|>` within `max_new_tokens`;
-- **answer accuracy** on the rows whose answer can be checked: the reply follows the template *and* is right:
-  a question's reply contains the fact (a name, a place, a thing; compared case-insensitively), a rewrite's
-  reply equals the rewritten sentence (surrounding spaces ignored). `contains` is the lenient version that
-  ignores the template (a pretrained model that just continues the story often names the hero by chance).
+- **answer accuracy** on the rows whose answer can be checked: the reply follows the template *and* is right,
+  scored exactly by `answer_exact`: a question's reply must be one of the reply sentences minids writes for
+  its task (`ANSWER_FRAMES`), with the slot that answers the question equal to the row's `answer` (so
+  "Maya's friend is Tom." is wrong when the friend is Kate, although it contains "Maya"); a rewrite's reply
+  must equal the rewritten sentence (surrounding spaces ignored). `contains` is the lenient substring test
+  (`reply_correct`), which ignores the template and the slot.
+- **intervals**: every share comes with a 95% Wilson score interval (`wilson_interval`), per task too, so a
+  reader can see how much a number of 50 rows can move.
 
 Reading model output never evaluates it: replies are compared as strings, and generation is bounded by
 `max_new_tokens`.
 """
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 
 import torch
@@ -33,7 +39,8 @@ def story_tokens(tokenizer: ChatTokenizer, stories: Sequence[str]) -> torch.Tens
 
 
 def reply_correct(row: dict, reply: str) -> bool | None:
-    """Whether `reply` answers `row` correctly; None when the row has no checkable answer."""
+    """Lenient check: whether `reply` contains `row`'s answer (case-insensitive; a rewrite must equal it);
+    None when the row has no checkable answer. `answer_exact` is the strict score the chapter reports."""
     answer = row.get("answer")
     if answer is None:
         return None
@@ -43,6 +50,71 @@ def reply_correct(row: dict, reply: str) -> bool | None:
     if row.get("task") == "rewrite":
         return reply.strip() == answer.strip()
     return answer.lower() in reply.lower()
+
+
+def _frames() -> dict[tuple[str, str], tuple[re.Pattern, ...]]:
+    """The reply sentences minids writes (`minids/instructions.py`), as patterns with the answer's slot `a`."""
+    from minids.stories import ZH_KINDS
+
+    art = r"an? [a-z]+(?: [a-z]+)?"
+    kinds = "|".join(re.escape(k) for k, _ in ZH_KINDS)
+    pron = r"(?:his|her|its|their)"
+    en = {
+        "hero": (rf"The story is about (?P<a>[^.,]+)\.", rf"The main character is (?P<a>[^.,]+), {art}\.",
+                 rf"It is about {art} named (?P<a>[^.,]+)\."),
+        "friend": (r"(?P<a>[^.,']+) is [^.,']+'s friend\.", r"[^.,']+'s friend is (?P<a>[^.,']+)\."),
+        "place": (r"The story happens (?:in|at|on|by) (?P<a>the [^.,]+)\.",
+                  r"[^.,]+ is (?:in|at|on|by) (?P<a>the [^.,]+)\."),
+        "object": (rf"[^.,]+ lost {pron} (?P<a>[^.,]+)\.", r"[^.,']+'s (?P<a>[^.,]+) got stuck\.",
+                   rf"[^.,]+ did not want to share {pron} (?P<a>[^.,]+)\."),
+    }
+    zh = {
+        "hero": (r"这个故事讲的是(?P<a>[^。，]+)。", rf"主人公是(?:{kinds})(?P<a>[^。，]+)。", r"主角叫(?P<a>[^。，]+)。"),
+        "friend": (r"[^。，]+的好朋友是(?P<a>[^。，]+)。", r"是(?P<a>[^。，的]+)。"),
+        "place": (r"故事发生在(?P<a>[^。，]+?)里?。", r"[^。，在]+在(?P<a>[^。，]+?)里?。"),
+        "object": (r"[^。，]+丢了[^。，]+?的(?P<a>[^。，]+)。", r"是[^。，]+?的(?P<a>[^。，]+)。",
+                   r"[^。，]+一开始不想分享[^。，]+?的(?P<a>[^。，]+)。"),
+    }
+    return {(lang, task): tuple(re.compile(p) for p in pats)
+            for lang, table in (("en", en), ("zh", zh)) for task, pats in table.items()}
+
+
+ANSWER_FRAMES: dict[tuple[str, str], tuple[re.Pattern, ...]] = {}
+
+
+def answer_exact(row: dict, reply: str) -> bool | None:
+    """Strict score of `reply` for `row`: None when the row has no checkable answer; for a rewrite, the reply
+    equals the rewritten sentence (surrounding spaces ignored); for a question (hero, friend, place, object),
+    the whole reply is one of its task's reply sentences (`ANSWER_FRAMES`) and the slot that answers the
+    question is exactly `row["answer"]`."""
+    answer = row.get("answer")
+    if answer is None:
+        return None
+    if not isinstance(answer, str) or not isinstance(reply, str):
+        raise TypeError(f"row {row.get('id')!r}: answer and reply must be str, got "
+                        f"{type(answer).__name__} and {type(reply).__name__}")
+    task = row.get("task")
+    if task == "rewrite":
+        return reply.strip() == answer.strip()
+    if not ANSWER_FRAMES:
+        ANSWER_FRAMES.update(_frames())
+    lang = row.get("lang") or ("zh" if re.search(r"[\u4e00-\u9fff]", answer) else "en")
+    frames = ANSWER_FRAMES.get((lang, task))
+    if frames is None:
+        raise ValueError(f"row {row.get('id')!r}: no answer frames for lang={lang!r}, task={task!r}")
+    text = reply.strip()
+    return any((m := f.fullmatch(text)) is not None and m["a"] == answer for f in frames)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a share k/n (95% for z=1.96): unlike p ± z·sqrt(p(1-p)/n) it stays inside
+    [0, 1] and is not zero-width at 0/n or n/n."""
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"wilson_interval needs 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @torch.no_grad()
@@ -72,7 +144,7 @@ def greedy_batch(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tok
     <= t, so the padding to the right of a row never changes its next token: each step runs the whole buffer
     and reads row b's logits at its own last position. Same tokens as `nanoseek.generate.generate` one row at a
     time (up to float rounding of batched matmuls). A row stops at `eos_id` (kept in its ids) or when its
-    prompt plus new tokens fill the context.
+    prompt plus new tokens fill the context; finished rows leave the batch, so short replies are cheap.
     """
     from nanoseek.generate import context_length
 
@@ -102,13 +174,13 @@ def greedy_batch(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tok
         done = lens >= limit
         rows = torch.arange(B, device=dev)
         while not bool(done.all()):
-            width = int(lens[~done].max())                                             # longest unfinished row
-            logits, _ = model(buf[:, :width])                                          # (B, width, V)
-            nxt = logits[rows, (lens - 1).clamp(max=width - 1)].argmax(-1)             # (B,)
-            active = ~done
-            buf[rows[active], lens[active]] = nxt[active]
-            lens = torch.where(active, lens + 1, lens)
-            done = done | (active & (nxt == eos_id)) | (lens >= limit)
+            live = rows[~done]                                                         # (A,) unfinished rows
+            width = int(lens[live].max())                                              # longest unfinished row
+            logits, _ = model(buf[live, :width])                                       # (A, width, V): finished
+            nxt = logits[torch.arange(len(live), device=dev), lens[live] - 1].argmax(-1)  # rows cost nothing
+            buf[live, lens[live]] = nxt
+            lens[live] += 1
+            done[live] = (nxt == eos_id) | (lens[live] >= limit[live])
         return [buf[b, len(p): int(lens[b])].tolist() for b, p in enumerate(prompts)]
     finally:
         model.train(was_training)
@@ -120,7 +192,8 @@ def evaluate_chat(model: nn.Module, tokenizer: ChatTokenizer, rows: Sequence[dic
     `batch_size` rows at a time with `greedy_batch`.
 
     Returns {"template": float, "eot": float, "accuracy": float, "contains": float, "n": int, "n_checkable": int,
-    "by_task": {task: accuracy}, "replies": [per-row dicts]}.
+    "by_task": {task: accuracy}, "intervals": {name: {"k", "n", "share", "ci95"}} (names: template, eot,
+    accuracy, task:<task>), "replies": [per-row dicts]}. Accuracy is `answer_exact` and the template.
     """
     from tqdm.auto import tqdm
 
@@ -143,13 +216,18 @@ def evaluate_chat(model: nn.Module, tokenizer: ChatTokenizer, rows: Sequence[dic
     for row, new_ids in zip(rows, replies):
         rep = parse_reply(tokenizer, new_ids)
         contains = reply_correct(row, rep["text"])
+        exact = answer_exact(row, rep["text"])
         records.append({"id": row.get("id"), "task": row.get("task"), "reply": rep["text"],
                         "ended": rep["ended"], "follows_template": rep["follows_template"], "contains": contains,
-                        "correct": None if contains is None else bool(contains and rep["follows_template"])})
+                        "correct": None if exact is None else bool(exact and rep["follows_template"])})
     checkable = [r for r in records if r["correct"] is not None]
     by_task: dict[str, list[bool]] = {}
     for r in checkable:
         by_task.setdefault(r["task"], []).append(r["correct"])
+    def share(flags: list[bool]) -> dict:
+        k, n = sum(flags), len(flags)
+        return {"k": k, "n": n, "share": k / n, "ci95": wilson_interval(k, n)}
+
     return {
         "template": sum(r["follows_template"] for r in records) / len(records),
         "eot": sum(r["ended"] for r in records) / len(records),
@@ -157,8 +235,12 @@ def evaluate_chat(model: nn.Module, tokenizer: ChatTokenizer, rows: Sequence[dic
         "contains": sum(r["contains"] for r in checkable) / len(checkable) if checkable else float("nan"),
         "n": len(records), "n_checkable": len(checkable),
         "by_task": {t: sum(v) / len(v) for t, v in sorted(by_task.items())},
+        "intervals": {"template": share([r["follows_template"] for r in records]),
+                      "eot": share([r["ended"] for r in records]),
+                      **({"accuracy": share([r["correct"] for r in checkable])} if checkable else {}),
+                      **{f"task:{t}": share(v) for t, v in sorted(by_task.items())}},
         "replies": records,
     }
 
 
-__all__ = ["story_tokens", "reply_correct", "chat_reply", "greedy_batch", "evaluate_chat"]
+__all__ = ["story_tokens", "reply_correct", "answer_exact", "ANSWER_FRAMES", "wilson_interval", "chat_reply", "greedy_batch", "evaluate_chat"]

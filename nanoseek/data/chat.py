@@ -169,6 +169,102 @@ def sft_batcher(tokenizer: ChatTokenizer, train_rows: list[dict], val_rows: list
     return get_batch, info
 
 
+# ---- packing: several samples per training row, each seeing only itself (DeepSeek-V3 packs its SFT data) ----
+
+def pack_rows(tokenizer: ChatTokenizer, rows: list[dict], block_size: int, masked: bool = True
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+    """Pack conversations into rows of `block_size` positions: (x, y, segment_ids), each (N, block_size).
+
+    Each conversation is shifted on its own (`to_xy`: its targets never reach into the next one), then placed
+    whole into the first of the 16 most recently opened rows with room for it (first fit over a window, in
+    the given order: linear time however many rows). `segment_ids` numbers the
+    samples of a row 1, 2, ... and is 0 on the padding at its end (inputs `<|end|>`, targets -100). A model
+    given `segment_ids` attends only within a segment and restarts positions in each
+    (`packed_attention_mask`, `segment_positions`). Returns also {"rows", "samples", "dropped_too_long",
+    "fill"} where fill is the share of positions that hold a sample.
+    """
+    if block_size < 2:
+        raise ValueError(f"block_size must be >= 2, got {block_size}")
+    pad = tokenizer.special_id(END)
+    bins: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+    room: list[int] = []
+    dropped = 0
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or "messages" not in row:
+            raise ValueError(f"row {i}: must be a dict with 'messages', got {row!r:.80}")
+        ids, mask = encode_chat(tokenizer, row["messages"], where=f"row {row.get('id', i)!r}")
+        n = len(ids) - 1
+        if n > block_size:
+            dropped += 1
+            continue
+        x, y = to_xy(ids, mask if masked else None, n, pad)
+        j = next((j for j in range(max(0, len(room) - 16), len(room)) if room[j] >= n), None)
+        if j is None:
+            bins.append([])
+            room.append(block_size)
+            j = len(bins) - 1
+        bins[j].append((x, y))
+        room[j] -= n
+    if not bins:
+        raise ValueError(f"no row fits block_size={block_size}")
+    X = torch.full((len(bins), block_size), pad, dtype=torch.long)
+    Y = torch.full((len(bins), block_size), IGNORE, dtype=torch.long)
+    S = torch.zeros((len(bins), block_size), dtype=torch.long)
+    for b, samples in enumerate(bins):
+        t = 0
+        for s, (x, y) in enumerate(samples, start=1):
+            X[b, t:t + len(x)], Y[b, t:t + len(x)], S[b, t:t + len(x)] = x, y, s
+            t += len(x)
+    info = {"rows": len(bins), "samples": sum(len(b) for b in bins), "dropped_too_long": dropped,
+            "fill": float((S > 0).float().mean())}
+    return X, Y, S, info
+
+
+def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) segment ids -> (B, T) position of each token inside its segment (0 at each segment's start)."""
+    B, T = segment_ids.shape
+    t = torch.arange(T, device=segment_ids.device).expand(B, T)
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    first = torch.where(starts, t, torch.zeros_like(t)).cummax(dim=1).values  # (B, T) start of my segment
+    return t - first
+
+
+def packed_attention_mask(segment_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) segment ids -> (B, T, T) bool, True where query i may attend to key j: j <= i, same segment."""
+    T = segment_ids.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=segment_ids.device).tril()
+    return (segment_ids[:, :, None] == segment_ids[:, None, :]) & causal
+
+
+def packed_batcher(tokenizer: ChatTokenizer, train_rows: list[dict], val_rows: list[dict], block_size: int,
+                   batch_size: int, masked: bool = True) -> tuple[Callable[[str, torch.Generator], tuple], dict]:
+    """Like `sft_batcher`, with packed rows: get_batch(split, generator) -> (x, y, segment_ids), each
+    (batch_size, block_size). Train with `loss_fn=packed_loss`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    data, info = {}, {}
+    for split, rows in (("train", train_rows), ("val", val_rows)):
+        X, Y, S, info[split] = pack_rows(tokenizer, rows, block_size, masked)
+        data[split] = (X, Y, S)
+
+    def get_batch(split: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if split not in data:
+            raise ValueError(f"split={split!r} is not one of {sorted(data)}")
+        X, Y, S = data[split]
+        pick = torch.randint(len(X), (batch_size,), generator=generator)
+        return X[pick], Y[pick], S[pick]
+
+    return get_batch, info
+
+
+def packed_loss(model, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """`loss_fn` for `nanoseek.train.train` on packed batches: the model sees the segment ids."""
+    x, y, seg = batch
+    _, loss = model(x, y, segment_ids=seg)
+    return loss
+
+
 def parse_reply(tokenizer: ChatTokenizer, new_ids: Sequence[int]) -> dict:
     """Read what a model generated after `<|assistant|>`: the reply text, whether it ended with `<|end|>`
     (end-of-turn), and whether it followed the template (non-empty text, then `<|end|>`, and no other special
@@ -184,4 +280,5 @@ def parse_reply(tokenizer: ChatTokenizer, new_ids: Sequence[int]) -> dict:
 
 
 __all__ = ["BOS", "END", "ROLE_TOKENS", "ROLES", "SPECIAL_TOKENS", "IGNORE", "CHAT_TEMPLATE", "validate_messages",
-           "render_chat", "encode_chat", "encode_prompt", "to_xy", "sft_batcher", "parse_reply"]
+           "render_chat", "encode_chat", "encode_prompt", "to_xy", "sft_batcher", "parse_reply", "pack_rows",
+           "segment_positions", "packed_attention_mask", "packed_batcher", "packed_loss"]

@@ -84,3 +84,64 @@ def check_loss_mask(encode_chat: Callable) -> bool:
                               "on the assistant's words and its <|end|>, nothing else")
 
     return checking("loss mask for a conversation", checks)
+
+
+def _pack_reference(samples, block_size: int, pad_id: int):
+    """Next-fit packing: the exercise's rule (`nanoseek.data.chat.pack_rows` looks back over 16 rows)."""
+    rows: list[list[tuple[list[int], list[int]]]] = [[]]
+    used = 0
+    for x, y in samples:
+        if used + len(x) > block_size:
+            rows.append([])
+            used = 0
+        rows[-1].append((list(x), list(y)))
+        used += len(x)
+    X = torch.full((len(rows), block_size), pad_id, dtype=torch.long)
+    Y = torch.full((len(rows), block_size), -100, dtype=torch.long)
+    S = torch.zeros((len(rows), block_size), dtype=torch.long)
+    for b, row in enumerate(rows):
+        t = 0
+        for s, (x, y) in enumerate(row, start=1):
+            X[b, t:t + len(x)], Y[b, t:t + len(x)], S[b, t:t + len(x)] = torch.tensor(x), torch.tensor(y), s
+            t += len(x)
+    from nanoseek.data.chat import packed_attention_mask
+
+    return X, Y, S, packed_attention_mask(S)
+
+
+def check_pack_with_mask(pack_with_mask: Callable) -> bool:
+    """`pack_with_mask(samples, block_size, pad_id) -> (x, y, seg, mask)`: next-fit packing of shifted samples,
+    segment ids 1, 2, ... per row (0 on padding), and the causal, same-segment attention mask."""
+    def checks():
+        g = torch.Generator().manual_seed(3)
+        cases = []
+        for lens, block in (([3, 2, 4], 6), ([5], 5), ([2, 2, 2, 2, 1], 4), ([1, 3, 2, 3, 4, 1], 8)):
+            samples = []
+            for n in lens:
+                x = torch.randint(5, 50, (n,), generator=g).tolist()
+                y = torch.randint(5, 50, (n,), generator=g).tolist()
+                y[0] = -100  # a masked target, as the loss mask makes
+                samples.append((x, y))
+            cases.append((samples, block))
+        for samples, block in cases:
+            got = pack_with_mask([(list(x), list(y)) for x, y in samples], block, 1)
+            expect(isinstance(got, tuple) and len(got) == 4, "return a tuple (x, y, seg, mask)")
+            X, Y, S, M = (torch.as_tensor(t) for t in got)
+            wX, wY, wS, wM = _pack_reference(samples, block, 1)
+            lens = [len(x) for x, _ in samples]
+            where = f"samples of lengths {lens} into rows of {block}"
+            expect(tuple(X.shape) == tuple(wX.shape), f"{where}: x must be {tuple(wX.shape)}, got {tuple(X.shape)} "
+                                                      "(start a new row when the next sample does not fit)")
+            expect(torch.equal(X.long(), wX), f"{where}: x must be {wX.tolist()}, got {X.tolist()}")
+            expect(torch.equal(Y.long(), wY), f"{where}: y must be {wY.tolist()}, got {Y.tolist()} (each sample "
+                                              "keeps its own targets; padding targets are -100)")
+            expect(torch.equal(S.long(), wS), f"{where}: seg must be {wS.tolist()}, got {S.tolist()} (1, 2, ... "
+                                              "within each row, 0 on padding)")
+            expect(tuple(M.shape) == tuple(wM.shape), f"{where}: mask must be {tuple(wM.shape)}, got {tuple(M.shape)}")
+            if not torch.equal(M.bool(), wM):
+                b, i, j = (int(v) for v in (M.bool() != wM).nonzero()[0])
+                expect(False, f"{where}: row {b}, query {i}, key {j} should be "
+                              f"{'visible' if wM[b, i, j] else 'masked'} (a query sees keys at or before it, "
+                              "in its own segment only)")
+
+    return checking("packing with per-sample attention masks", checks)

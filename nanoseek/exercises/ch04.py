@@ -80,3 +80,49 @@ def check_mean_pool_kv(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> 
                    f"j*{H // G}+{H // G - 1} (consecutive heads form a group)")
 
     return checking("mean-pool key/value heads", checks)
+
+
+def _cached_reference(q, k_new, v_new, cache):
+    import torch.nn.functional as F
+
+    k = torch.cat([cache["k"], k_new], dim=2)
+    v = torch.cat([cache["v"], v_new], dim=2)
+    S, T = k.shape[2], q.shape[2]
+    n_rep = q.shape[1] // k.shape[1]
+    mask = torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T)
+    return F.scaled_dot_product_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), attn_mask=mask), k, v
+
+
+def check_cached_attention(fn: Callable) -> bool:
+    """fn(q (B, H, T, D), k_new, v_new (B, G, T, D), cache {"k", "v": (B, G, S, D)}) -> (B, H, T, D), and the
+    cache now holds S + T positions. Checked as a whole decode: a prompt, then single tokens, then a chunk, all
+    equal to one causal attention over the whole sequence."""
+    import torch.nn.functional as F
+
+    def checks():
+        g = torch.Generator().manual_seed(4)
+        for B, H, G, D, chunks in ((1, 2, 2, 4, (5, 1, 1, 3)), (2, 4, 2, 8, (3, 1, 4, 1)), (1, 6, 1, 4, (1, 2, 1))):
+            L = sum(chunks)
+            q, k, v = (torch.randn(B, n, L, D, generator=g) for n in (H, G, G))
+            full = F.scaled_dot_product_attention(q, repeat_kv(k, H // G), repeat_kv(v, H // G), is_causal=True)
+            cache = {"k": torch.zeros(B, G, 0, D), "v": torch.zeros(B, G, 0, D)}
+            start = 0
+            for T in chunks:
+                sl = slice(start, start + T)
+                out = fn(q[:, :, sl].clone(), k[:, :, sl].clone(), v[:, :, sl].clone(), cache)
+                where = f"B={B}, H={H}, G={G}: tokens {start}..{start + T - 1} after {start} cached"
+                expect(isinstance(out, torch.Tensor) and tuple(out.shape) == (B, H, T, D),
+                       f"{where}: return a {(B, H, T, D)} tensor")
+                expect(tuple(cache["k"].shape) == (B, G, start + T, D) and tuple(cache["v"].shape) == (B, G, start + T, D),
+                       f"{where}: afterwards cache['k'] and cache['v'] must hold {start + T} positions "
+                       f"(append the new keys and values), got {tuple(cache['k'].shape)}")
+                expect(torch.allclose(cache["k"], k[:, :, :start + T]) and torch.allclose(cache["v"], v[:, :, :start + T]),
+                       f"{where}: the cache must hold the keys and values in order (old ones first)")
+                if not torch.allclose(out, full[:, :, sl], atol=1e-5):
+                    hint = (" (the new tokens must not see each other's future: new token i sees the cache and new "
+                            "tokens 0..i)" if T > 1 else " (query head h reads kv head h // (H // G); scale scores "
+                            "by 1/sqrt(D))")
+                    expect(False, f"{where}: output differs from causal attention over the whole sequence{hint}")
+                start += T
+
+    return checking("attention with a KV cache", checks)

@@ -53,11 +53,13 @@ class CausalSelfAttention(nn.Module):
         # (B, T, C) -> (B, H, T, D)
         return tuple(t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """attn_mask: None (causal) or a (B, T, T) bool mask, True where query i may see key j (packing)."""
         B, T, C = x.shape
         q, k, v = self._qkv(x)
+        causal = {"is_causal": True} if attn_mask is None else {"attn_mask": attn_mask[:, None]}  # (B, 1, T, T)
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.attn_dropout if self.training else 0.0
+            q, k, v, dropout_p=self.attn_dropout if self.training else 0.0, **causal
         )  # (B, H, T, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -94,8 +96,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -139,17 +141,27 @@ class GPT(nn.Module):
         return n
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`segment_ids` (B, T), for packed batches (chapter 3): tokens attend only within their segment and
+        positions restart at 0 in each, so a packed row computes what its samples would compute alone."""
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(
                 f"sequence length T={T} is longer than the context block_size={self.config.block_size}"
             )
-        pos = torch.arange(T, device=idx.device)
+        mask = None
+        if segment_ids is None:
+            pos = torch.arange(T, device=idx.device)
+        else:
+            from nanoseek.data.chat import packed_attention_mask, segment_positions
+
+            if segment_ids.shape != idx.shape:
+                raise ValueError(f"segment_ids must have idx's shape {tuple(idx.shape)}, got {tuple(segment_ids.shape)}")
+            pos, mask = segment_positions(segment_ids), packed_attention_mask(segment_ids)  # (B, T), (B, T, T)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for block in self.transformer.h:
-            x = block(x)
+            x = block(x, mask)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
         loss = None
         if targets is not None:
