@@ -41,6 +41,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("stories", "minids.stories", 1337),
     Entry("reasoning", "minids.reasoning", 7),
     Entry("instructions", "minids.instructions", 1337),
+    Entry("shakespeare", "minids.shakespeare", 0),  # real text, not generated: the seed is unused
 )
 
 
@@ -90,6 +91,7 @@ def render(scale: str, entries: tuple[Entry, ...] = ENTRIES) -> tuple[dict[str, 
     files: dict[str, bytes] = {}
     rows = []
     for entry in entries:
+        extra = getattr(importlib.import_module(entry.module), "manifest_extra", None)  # source, license, ...
         for fname, text in entry.build(scale).items():
             if fname in files:
                 raise ValueError(f"file {fname!r} is produced by two generators")
@@ -97,6 +99,8 @@ def render(scale: str, entries: tuple[Entry, ...] = ENTRIES) -> tuple[dict[str, 
             files[fname] = data
             rows.append({"file": f"{scale}/{fname}", "size": len(data), "sha256": sha256_bytes(data),
                          "generator": entry.module, "name": entry.name, "seed": entry.seed, "scale": scale})
+            if extra is not None:
+                rows[-1].update(extra(fname, scale))
     manifest = {"description": "minids: small seeded synthetic data sets for nanoseek; "
                                "regenerate with `python -m minids.build`",
                 "files": rows}

@@ -107,7 +107,9 @@ def budget_table(notebook: str, *, tiny: str, full: str, full_record: str | None
     full_time, full_where = "not recorded yet", "one GPU"
     record = read_result(full_record) if full_record else None
     if record is not None and full_key in record.get("data", {}):
-        full_time = f"{record['data'][full_key]:.0f} s (`{full_record}.json`, {record['date'][:10]})"
+        data = record["data"]
+        stopped = "" if data.get("finished", True) else f", stopped before the end ({data.get('returncode')})"
+        full_time = f"{data[full_key]:.0f} s{stopped} (`{full_record}.json`, {record['date'][:10]})"
         full_where = record.get("gpu", full_where)
     return "\n".join([
         "| scale | what runs | on | time (measured) |",

@@ -19,3 +19,9 @@ def test_budget_table_reads_the_records(tmp_path, monkeypatch):
     text = bm.budget_table("01_nanogpt", tiny="a", full="b", full_record="ch01_full")
     assert "66 s" in text and "111 s" in text
     assert "not recorded yet" in bm.budget_table("99_none", tiny="a", full="b", full_record="missing")
+
+
+def test_budget_table_says_when_a_full_run_stopped(tmp_path, monkeypatch):
+    bm.write_result("ch02_full", "x", directory=tmp_path, data={"seconds": 40.0, "finished": False, "returncode": "1"})
+    monkeypatch.setattr(bm, "results_dir", lambda: tmp_path)
+    assert "stopped before the end" in bm.budget_table("02_x", tiny="a", full="b", full_record="ch02_full")
