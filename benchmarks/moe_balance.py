@@ -54,7 +54,7 @@ def run_one(scale: str, method: str, device: str, max_steps: int | None, dispatc
     import torch
 
     from nanoseek import seed_everything
-    from nanoseek.data import CharVocab, load_stories, window_batcher
+    from nanoseek.data import CharVocab, load_shakespeare, window_batcher
     from nanoseek.models.decoder import Decoder, DecoderConfig
     from nanoseek.nn.moe import BiasUpdateHook, count_params, expert_load, max_violation
     from nanoseek.train import TrainConfig, train
@@ -62,7 +62,7 @@ def run_one(scale: str, method: str, device: str, max_steps: int | None, dispatc
     c = dict(CFGS[scale])
     if max_steps:
         c["max_steps"] = max_steps
-    train_text, val_text = load_stories("en", "train", scale=scale), load_stories("en", "val", scale=scale)
+    train_text, val_text = load_shakespeare("train", scale=scale), load_shakespeare("val", scale=scale)
     vocab = CharVocab.from_text(train_text + val_text)
     get_batch = window_batcher(torch.tensor(vocab.encode(train_text)), torch.tensor(vocab.encode(val_text)),
                                c["block_size"], c["batch_size"])
@@ -118,10 +118,6 @@ def main() -> None:
         return
     rows = []
     if args.parallel or args.device == "cuda":
-        from nanoseek.data import load_stories
-
-        for split in ("train", "val"):  # generate the corpus cache once, before the runs read it in parallel
-            load_stories("en", split, scale=args.scale)
         import torch
 
         n_gpus = torch.cuda.device_count() if args.device == "cuda" else 0
@@ -161,7 +157,7 @@ def main() -> None:
         f"({c['first_k_dense_replace']} dense), {c['n_routed_experts']} routed experts (width "
         f"{c['moe_intermediate_size']}, top-{c['num_experts_per_tok']}, {c['topk_group']} of {c['n_group']} groups) "
         f"+ {c['n_shared_experts']} shared; {p['total']:,} parameters, {p['active']:,} active per token; "
-        f"{rows[0]['steps']} steps of {c['batch_size']}x{c['block_size']} characters of minids stories; "
+        f"{rows[0]['steps']} steps of {c['batch_size']}x{c['block_size']} characters of Shakespeare (minids); "
         f"aux loss alpha {c['aux_alpha']} (Switch form), loss-free gamma {c['gamma']}; {args.dispatch} dispatch.",
         "",
         "| balancing | val loss (nats/char) | perplexity | MaxVio_global (val, mean over layers) | "
