@@ -3,7 +3,8 @@
 # (`transformers>=5.0,<6`), each in a fresh minimal venv (no system site-packages):
 #   bash tools/transformers_range.sh [OLDEST [NEWEST]]      # defaults: 5.0.0 and the newest 5.x on the index
 # Writes benchmarks/results/transformers_range.md (+ .json). Takes a few minutes per version (the installs);
-# not part of `make test`. torch==2.13.0 installs from the machine's local wheel (requirements.txt).
+# not part of `make test` (about 6 minutes of tests per version on a busy 2-core machine, plus a few minutes
+# of installs the first time). torch==2.13.0 installs from the machine's local wheel (requirements.txt).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OLDEST=${1:-5.0.0}
@@ -22,7 +23,7 @@ for v in $OLDEST $NEWEST; do
   fi
   installed=$(date +%s)
   (cd "$ROOT" && PYTHONPATH="$ROOT" OMP_NUM_THREADS=1 NANOSEEK_SCALE=tiny NANOSEEK_CACHE="$WORK/cache" MPLBACKEND=Agg \
-     "$venv/bin/python" -m pytest -q -p no:cacheprovider $TESTS > "$WORK/pytest-$v.log" 2>&1)
+     "$venv/bin/python" -m pytest -p no:cacheprovider $TESTS > "$WORK/pytest-$v.log" 2>&1)
   rc=$?
   got=$("$venv/bin/python" -c 'import transformers; print(transformers.__version__)' 2>/dev/null)
   line=$(grep -E "passed|failed|error" "$WORK/pytest-$v.log" | tail -1)
