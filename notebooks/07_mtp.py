@@ -525,7 +525,11 @@ print(f"| quantity | DeepSeek-V3 (paper) | ours (D=1, {nanoseek.scale()}) |\n| -
 print(f"| acceptance of the 2nd token | 85–90% | {st1.acceptance_rate:.0%} |")
 print(f"| tokens per main forward | ≈1.85–1.9 (= 1 + p) | {st1.tokens_per_forward:.2f} |")
 print(f"| speedup in tokens/s | 1.8x | {plain1 / st1.seconds:.2f}x ({device().type.upper()} wall-clock) |")
-assert abs(st1.tokens_per_forward - (1 + st1.acceptance_rate)) < 0.05  # 1 + p, up to the last round's budget cut
+print(f"| acceptance when sampling (temperature 0.8) | — | {sample_stats.acceptance_rate:.0%} |")
+# n tokens: one from the prefill forward, then rounds of 1 + p tokens each (up to the last round's budget cut)
+n_new = CFG["new_tokens"]
+assert abs(st1.tokens_per_forward - n_new / (1 + (n_new - 1) / (1 + st1.acceptance_rate))) < 0.05
+assert sample_stats.acceptance_rate < st1.acceptance_rate  # a greedy continuation is easier to draft
 # what the draft is worth: a "draft" that always guesses the most frequent character in training
 most_common = int(torch.bincount(torch.tensor(vocab.encode(train_text))).argmax())
 hits = total_pos = 0
@@ -593,8 +597,9 @@ print(f"a round costs {per_round / costs['main forward, 1 token']:.2f} one-token
 # %% [markdown]
 # Why ours differ:
 # - **Model and training.** Ours (at `tiny`) has 0.1–0.2M parameters trained for a few hundred steps; V3's MTP module is
-#   a 14B MoE layer on top of a 671B model trained on 14.8T tokens. A weaker main model is also a less
-#   predictable one, so acceptance is lower.
+#   a 14B MoE layer on top of a 671B model trained on 14.8T tokens. A small model's *greedy* continuation
+#   tends to fall into repeating itself, and a repeating text is easy to draft, so our greedy acceptance can
+#   even exceed the paper's; under sampling (temperature 0.8, in the table) acceptance is lower, as asserted.
 # - **Tokens.** Ours are characters; V3's are BPE tokens of a 128K vocabulary. Whether the first character of a
 #   word is harder to draft than one inside a word is measured above (the z-test after the coloured sample).
 # - **Draft cost.** Our MTP block is one block next to the main model's two; V3's is one layer next to 61. The
