@@ -8,7 +8,9 @@
 
 Chapter 7 adds `generate_speculative_mtp`: greedy decoding where the model's own multi-token-prediction
 modules draft the next tokens and the main model verifies them in one forward, rolling its KV cache back on a
-rejection; the output is exactly greedy `generate`'s.
+rejection; the output is exactly greedy `generate`'s. `generate_speculative_mtp_sample` samples instead, with
+the speculative-sampling acceptance rule `speculative_accept` (min(1, p/q), else the normalized residual), so its
+output has exactly plain sampling's distribution.
 
 Sampling: ``temperature == 0`` is greedy (argmax); otherwise logits / temperature, then optional top-k and
 top-p (nucleus) filtering, then a draw from ``generator`` (so runs are repeatable).
