@@ -43,13 +43,18 @@ METHODS = {
     # DeepSeek-V3's recipe: loss-free plus a tiny complementary sequence-wise loss (alpha 0.0001 in V3)
     "loss-free + seq aux (V3)": lambda c: dict(bias_update_speed=c["gamma"], aux_loss="seq", aux_loss_alpha=1e-4),
 }
+# not a balancing method: the dense decoder whose SwiGLU has the MoE layer's active width (K routed + shared
+# experts), i.e. the same FFN parameters used per token (DeepSeekMoE's comparison); run by benchmarks/moe_seeds.py
+DENSE = {"dense, same active FFN": lambda c: dict(
+    ffn="dense", intermediate_size=(c["num_experts_per_tok"] + c["n_shared_experts"]) * c["moe_intermediate_size"])}
 
 
-def run_one(scale: str, method: str, device: str, max_steps: int | None, dispatch: str = "sorted") -> dict:
+def run_one(scale: str, method: str, device: str, max_steps: int | None, dispatch: str = "sorted",
+            seed: int = 1337) -> dict:
     import torch
 
     from nanoseek import seed_everything
-    from nanoseek.data import CharVocab, load_stories, window_batcher
+    from nanoseek.data import CharVocab, load_shakespeare, window_batcher
     from nanoseek.models.decoder import Decoder, DecoderConfig
     from nanoseek.nn.moe import BiasUpdateHook, count_params, expert_load, max_violation
     from nanoseek.train import TrainConfig, train
@@ -57,7 +62,7 @@ def run_one(scale: str, method: str, device: str, max_steps: int | None, dispatc
     c = dict(CFGS[scale])
     if max_steps:
         c["max_steps"] = max_steps
-    train_text, val_text = load_stories("en", "train", scale=scale), load_stories("en", "val", scale=scale)
+    train_text, val_text = load_shakespeare("train", scale=scale), load_shakespeare("val", scale=scale)
     vocab = CharVocab.from_text(train_text + val_text)
     get_batch = window_batcher(torch.tensor(vocab.encode(train_text)), torch.tensor(vocab.encode(val_text)),
                                c["block_size"], c["batch_size"])
@@ -68,14 +73,16 @@ def run_one(scale: str, method: str, device: str, max_steps: int | None, dispatc
                 num_experts_per_tok=c["num_experts_per_tok"], moe_intermediate_size=c["moe_intermediate_size"],
                 n_shared_experts=c["n_shared_experts"], n_group=c["n_group"], topk_group=c["topk_group"],
                 moe_dispatch=dispatch)
-    seed_everything(1337)
-    model = Decoder(DecoderConfig(**base, **METHODS[method](c)))
+    seed_everything(seed)
+    model = Decoder(DecoderConfig(**{**base, **{**METHODS, **DENSE}[method](c)}))
     hook = BiasUpdateHook()
     val_vio = []
 
     def on_step(step, model, metrics):
         hook(step, model, metrics)
         if (step + 1) % c["eval_every"] == 0:
+            if "maxvio" not in metrics:  # a dense model: nothing to balance
+                return
             val_vio.append((step + 1, [max_violation(r) for r in expert_load(model, val_batches)]))
             print(f"{method}: step {step + 1}, {time.perf_counter() - t0:.0f} s, MaxVio_global by layer "
                   f"{', '.join(f'{v:.2f}' for v in val_vio[-1][1])}", flush=True)
@@ -83,10 +90,12 @@ def run_one(scale: str, method: str, device: str, max_steps: int | None, dispatc
     t0 = time.perf_counter()
     result = train(model, get_batch, TrainConfig(max_steps=c["max_steps"], lr=c["lr"], warmup_steps=c["warmup_steps"],
                                                  eval_every=c["eval_every"], eval_batches=c["eval_batches"],
-                                                 seed=1337, device=device, progress=False), on_step=on_step)
-    load = expert_load(model, val_batches)
-    vio = [max_violation(r) for r in load]
-    tail = result.metrics["maxvio"][-max(1, len(result.metrics["maxvio"]) // 5):]
+                                                 seed=seed, device=device, progress=False), on_step=on_step)
+    if "maxvio" in result.metrics:
+        vio = [max_violation(r) for r in expert_load(model, val_batches)]
+        tail = result.metrics["maxvio"][-max(1, len(result.metrics["maxvio"]) // 5):]
+    else:
+        vio, tail = [float("nan")], [float("nan")]
     return dict(method=method, val_loss=result.final_val_loss, val_losses=list(zip(result.eval_steps, result.val_loss)),
                 vio_global=sum(vio) / len(vio), vio_global_layers=vio, vio_batch=sum(tail) / len(tail),
                 val_vio=val_vio, seconds=time.perf_counter() - t0, steps=c["max_steps"],
@@ -109,10 +118,6 @@ def main() -> None:
         return
     rows = []
     if args.parallel or args.device == "cuda":
-        from nanoseek.data import load_stories
-
-        for split in ("train", "val"):  # generate the corpus cache once, before the runs read it in parallel
-            load_stories("en", split, scale=args.scale)
         import torch
 
         n_gpus = torch.cuda.device_count() if args.device == "cuda" else 0
@@ -152,7 +157,7 @@ def main() -> None:
         f"({c['first_k_dense_replace']} dense), {c['n_routed_experts']} routed experts (width "
         f"{c['moe_intermediate_size']}, top-{c['num_experts_per_tok']}, {c['topk_group']} of {c['n_group']} groups) "
         f"+ {c['n_shared_experts']} shared; {p['total']:,} parameters, {p['active']:,} active per token; "
-        f"{rows[0]['steps']} steps of {c['batch_size']}x{c['block_size']} characters of minids stories; "
+        f"{rows[0]['steps']} steps of {c['batch_size']}x{c['block_size']} characters of Shakespeare (minids); "
         f"aux loss alpha {c['aux_alpha']} (Switch form), loss-free gamma {c['gamma']}; {args.dispatch} dispatch.",
         "",
         "| balancing | val loss (nats/char) | perplexity | MaxVio_global (val, mean over layers) | "

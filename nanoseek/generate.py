@@ -8,7 +8,9 @@
 
 Chapter 7 adds `generate_speculative_mtp`: greedy decoding where the model's own multi-token-prediction
 modules draft the next tokens and the main model verifies them in one forward, rolling its KV cache back on a
-rejection; the output is exactly greedy `generate`'s.
+rejection; the output is exactly greedy `generate`'s. `generate_speculative_mtp_sample` samples instead, with
+the speculative-sampling acceptance rule `speculative_accept` (min(1, p/q), else the normalized residual), so its
+output has exactly plain sampling's distribution.
 
 Sampling: ``temperature == 0`` is greedy (argmax); otherwise logits / temperature, then optional top-k and
 top-p (nucleus) filtering, then a draw from ``generator`` (so runs are repeatable).
@@ -264,6 +266,31 @@ def _rollback(cache, pos: int) -> None:
     cache.pos = pos
 
 
+def speculative_accept(p: torch.Tensor, q: torch.Tensor, drafts: list[int],
+                       generator: torch.Generator | None = None) -> tuple[int, int]:
+    """The acceptance rule of speculative *sampling* (Leviathan et al., 2023; Chen et al., 2023). (Chapter 7.)
+
+    p (m+1, V): the main model's sampling distribution at the m+1 verified positions; q (m, V): the draft
+    distributions the m drafts were drawn from; drafts: the m draft tokens. Draft j is accepted with
+    probability min(1, p_j(d_j) / q_j(d_j)); at the first rejection the token is drawn from the residual
+    max(0, p_j − q_j), normalized, and the round ends; if every draft is accepted, one more token is drawn
+    from p_m. Returns (a, token): a accepted drafts, then the token that follows them. Whatever q is, every
+    committed token is distributed exactly as plain sampling from p would draw it.
+    """
+    p, q = p.detach().float().cpu(), q.detach().float().cpu()
+    if p.dim() != 2 or q.dim() != 2 or p.shape[0] != len(drafts) + 1 or q.shape != (len(drafts), p.shape[1]):
+        raise ValueError(f"need p (m+1, V) and q (m, V) for m={len(drafts)} drafts, got p {tuple(p.shape)}, "
+                         f"q {tuple(q.shape)}")
+    for j, d in enumerate(drafts):
+        u = torch.rand((), generator=generator)
+        if u * q[j, d] < p[j, d]:  # u < p/q: accepted with probability min(1, p/q)
+            continue
+        residual = (p[j] - q[j]).clamp_min(0)  # (V,) where the main model wants more mass than the draft gave
+        total = residual.sum()
+        return j, int(draw((residual / total if total > 0 else p[j])[None], generator))
+    return len(drafts), int(draw(p[-1:], generator))
+
+
 @torch.no_grad()
 def generate_speculative_mtp(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, n_draft: int | None = None,
                              eos_id: int | None = None) -> tuple[torch.Tensor, SpeculativeStats]:
@@ -278,8 +305,44 @@ def generate_speculative_mtp(model: nn.Module, idx: torch.Tensor, max_new_tokens
     Then MTP depth k (k = 1..m), at position N-2 of the new length, reads h^{k-1} and the embedding of
     t_{N-2+k} (a draft itself for k >= 2) and drafts t_{N-1+k}. Each depth keeps a KV cache of its block;
     positions whose input token is still a draft are rolled back after drafting and recomputed next round.
+    `generate_speculative_mtp_sample` is the same loop with sampling and `speculative_accept`.
     """
-    _check_args(idx, max_new_tokens, 0.0, None, None, model=model, eos_id=eos_id)
+    return _speculative_mtp(model, idx, max_new_tokens, n_draft, eos_id)
+
+
+@torch.no_grad()
+def generate_speculative_mtp_sample(model: nn.Module, idx: torch.Tensor, max_new_tokens: int,
+                                    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                                    n_draft: int | None = None, eos_id: int | None = None,
+                                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, SpeculativeStats]:
+    """Speculative *sampling* with the MTP modules as the draft model. (Chapter 7.)
+
+    The loop of `generate_speculative_mtp`, but depth k *samples* its draft from its own distribution q_k
+    (the same temperature / top-k / top-p rule as `generate`), and the main model's verification applies
+    `speculative_accept`: the output is distributed exactly as `generate(model, idx, ..., temperature, top_k,
+    top_p)`'s, token for token, while a round still commits 1 + (accepted drafts) tokens per main forward.
+    `stats.accepted[k-1] / stats.drafted[k-1]` is the acceptance rate of depth k under this rule.
+    """
+    if not temperature > 0:
+        raise ValueError(f"generate_speculative_mtp_sample samples: temperature must be > 0, got {temperature!r}; "
+                         f"use generate_speculative_mtp for greedy decoding")
+    return _speculative_mtp(model, idx, max_new_tokens, n_draft, eos_id,
+                            sampling=dict(temperature=temperature, top_k=top_k, top_p=top_p), generator=generator)
+
+
+def _speculative_mtp(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, n_draft: int | None,
+                     eos_id: int | None, sampling: dict | None = None,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, SpeculativeStats]:
+    """The loop of both: greedy when `sampling` is None, else sampling with `speculative_accept`."""
+    if sampling is None:
+        _check_args(idx, max_new_tokens, 0.0, None, None, model=model, eos_id=eos_id)
+    else:
+        _check_args(idx, max_new_tokens, sampling["temperature"], sampling["top_k"], sampling["top_p"],
+                    model=model, eos_id=eos_id)
+
+    def probs(logits: torch.Tensor) -> torch.Tensor:  # (n, V) logits -> (n, V) sampling distribution
+        return filter_logits(logits, **sampling).softmax(dim=-1)
+
     mtp = getattr(model, "mtp", None)
     if mtp is None:
         depth = getattr(getattr(model, "config", None), "mtp_depth", None)
@@ -309,13 +372,15 @@ def generate_speculative_mtp(model: nn.Module, idx: torch.Tensor, max_new_tokens
 
         h_new = model.hidden(idx, cache)  # (1, P, C): prefill, positions 0..P-1
         carry = [h_new[:, :0] for _ in range(K)]  # carry[k]: h^k of committed positions depth k+1 still needs
-        tokens.append(int(model.lm_head(h_new[:, -1]).argmax(-1)))
+        first = model.lm_head(h_new[:, -1])  # (1, V)
+        tokens.append(int(first.argmax(-1)) if sampling is None else int(draw(probs(first), generator)))
         stats.main_forwards, stats.new_tokens = 1, 1
         while stats.new_tokens < max_new_tokens and tokens[-1] != eos_id:
             N = len(tokens)  # committed tokens; t_{N-1} is pending (not yet read by the main model)
             m = min(K, max_new_tokens - stats.new_tokens - 1)  # never draft past the budget
             # --- draft: depth k reads positions cache_k.pos .. N-2 --------------------------------------
             drafts: list[int] = []
+            q_drafts: list[torch.Tensor] = []  # (V,) the distribution each draft was sampled from
             hin = h_new  # h^0 of positions mtp_cache[0].pos .. N-2
             for k in range(1, m + 1):
                 c = mtp_cache[k - 1]
@@ -323,7 +388,12 @@ def generate_speculative_mtp(model: nn.Module, idx: torch.Tensor, max_new_tokens
                 ext = tokens + drafts
                 tok = torch.tensor([ext[s + k: N - 1 + k]], device=dev)  # t_{j+k}, j = s..N-2
                 hk = mtp.depths[k - 1](hin, model.embed(tok), lambda b, x: b(x, c))  # (1, N-1-s, C)
-                drafts.append(int(model.lm_head(hk[:, -1]).argmax(-1)))
+                draft_logits = model.lm_head(hk[:, -1])  # (1, V)
+                if sampling is None:
+                    drafts.append(int(draft_logits.argmax(-1)))
+                else:
+                    q_drafts.append(probs(draft_logits)[0])
+                    drafts.append(int(draw(q_drafts[-1][None], generator)))
                 _rollback(c, max(N - k, 0))  # keep the positions j whose t_{j+k} is committed
                 if k < K:
                     hin = torch.cat([carry[k], hk], dim=1)  # h^k of positions mtp_cache[k].pos .. N-2
@@ -332,17 +402,22 @@ def generate_speculative_mtp(model: nn.Module, idx: torch.Tensor, max_new_tokens
             # --- verify: one main forward over the pending token and the drafts --------------------------
             inp = torch.tensor([[tokens[-1], *drafts]], device=dev)  # (1, 1 + m)
             h = model.hidden(inp, cache)  # positions N-1 .. N-1+m
-            greedy = model.lm_head(h)[0].argmax(-1).tolist()  # g_0..g_m
+            logits = model.lm_head(h)[0]  # (1 + m, V)
             stats.main_forwards += 1
-            a = 0
-            while a < len(drafts):
-                stats.drafted[a] += 1
-                if drafts[a] != greedy[a]:
-                    break
-                stats.accepted[a] += 1
-                a += 1
+            if sampling is None:
+                greedy = logits.argmax(-1).tolist()  # g_0..g_m
+                a = 0
+                while a < len(drafts) and drafts[a] == greedy[a]:
+                    a += 1
+                following = greedy[a]
+            else:
+                q = torch.stack(q_drafts) if q_drafts else logits.new_zeros(0, logits.shape[-1])
+                a, following = speculative_accept(probs(logits), q, drafts, generator)
+            for j in range(min(a + 1, len(drafts))):  # drafts checked: the accepted ones and the first rejected
+                stats.drafted[j] += 1
+                stats.accepted[j] += j < a
             stats.rounds.append((N, drafts, a))
-            new = drafts[:a] + [greedy[a]]
+            new = drafts[:a] + [following]
             if eos_id is not None and eos_id in new:
                 new = new[: new.index(eos_id) + 1]
             tokens += new

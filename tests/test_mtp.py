@@ -285,8 +285,13 @@ def test_mtp_module_matches_transformers_mtp_layer():
     pos = torch.arange(T)[None].expand(B, T)
     cos, sin = Qwen2RotaryEmbedding(hc)(emb, pos)
     mask = torch.full((T, T), float("-inf")).triu(1)[None, None].expand(B, 1, T, T)
+    # the cache argument is `past_key_values` in transformers <= 5.17 or so, `cache` in newer ones (5.24)
+    import inspect
+
+    params = inspect.signature(hf.forward).parameters
+    no_cache = {"past_key_values" if "past_key_values" in params else "cache": None}
     with torch.no_grad():
-        want = hf(emb, h_prev, position_embeddings=(cos, sin), attention_mask=mask, position_ids=pos, cache=None)
+        want = hf(emb, h_prev, position_embeddings=(cos, sin), attention_mask=mask, position_ids=pos, **no_cache)
         got = ours(h_prev, emb)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 

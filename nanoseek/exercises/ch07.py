@@ -13,8 +13,10 @@ def check_mtp_io(mtp_io: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch
     """mtp_io(idx, targets, k) -> (read, labels): what depth k reads (t_{i+k}) and predicts (t_{i+k+1})."""
 
     def checks():
-        idx = torch.arange(10, 17)[None].repeat(2, 1)  # t_0..t_6 = 10..16
-        targets = idx + 1  # t_{i+1}
+        # random tokens (no arithmetic pattern an off-by-one could hide behind); targets are idx shifted by one,
+        # as in training: idx = t_0..t_{T-1}, targets = t_1..t_T
+        seq = torch.randint(0, 50, (2, 8), generator=torch.Generator().manual_seed(7))
+        idx, targets = seq[:, :-1], seq[:, 1:]
         for k in (1, 2, 3):
             got = mtp_io(idx.clone(), targets.clone(), k)
             expect(isinstance(got, tuple) and len(got) == 2, "return a pair (read, labels)")
@@ -25,10 +27,11 @@ def check_mtp_io(mtp_io: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch
                        f"for k={k}, {name} must be (B, T-k) = {(2, T - k)}: depth k has only T-k positions, got "
                        f"{tuple(getattr(t, 'shape', ()))}")
             expect(torch.equal(read, idx[:, k:]),
-                   f"for k={k}, position 0 of depth {k} reads the embedding of t_{k} = {k + 10}, got "
-                   f"{read[0, 0].item()}")
+                   f"for k={k}, position i of depth {k} reads the embedding of t_(i+{k}): expected "
+                   f"{idx[0, k:].tolist()} in row 0, got {read[0].tolist()}")
             expect(torch.equal(labels, targets[:, k:]),
-                   f"for k={k}, position 0 of depth {k} predicts t_{k + 1} = {k + 11}, got {labels[0, 0].item()}")
+                   f"for k={k}, position i of depth {k} predicts t_(i+{k + 1}): expected {targets[0, k:].tolist()} "
+                   f"in row 0, got {labels[0].tolist()}")
 
     return checking("what depth k reads and predicts", checks)
 
@@ -112,4 +115,38 @@ def check_expected_tokens(expected_tokens: Callable[[float, int], float]) -> boo
     return checking("expected tokens per forward", checks)
 
 
-__all__ = ["check_mtp_io", "check_accept", "check_mtp_forward", "check_expected_tokens"]
+def check_mtp_loss(mtp_loss: Callable[..., torch.Tensor]) -> bool:
+    """mtp_loss(main_logits (B, T, V), depth_logits [D tensors (B, T-k, V)], targets (B, T), lam) -> the total
+    training loss L_main + lam / D · sum_k L_k, with L_k the cross-entropy of depth k against t_(i+k+1)."""
+    import torch.nn.functional as F
+
+    def ce(logits, labels):
+        return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+
+    def want(main, depths, targets, lam):
+        losses = [ce(lg, targets[:, k:]) for k, lg in enumerate(depths, start=1)]
+        return ce(main, targets) + lam * torch.stack(losses).mean() if losses else ce(main, targets)
+
+    def checks():
+        g = torch.Generator().manual_seed(9)
+        for B, T, V, D, lam in ((2, 6, 5, 1, 0.3), (3, 9, 7, 2, 0.3), (2, 12, 11, 3, 0.1), (1, 5, 4, 0, 0.3)):
+            targets = torch.randint(0, V, (B, T), generator=g)
+            main = torch.randn(B, T, V, generator=g) * 2
+            depths = [torch.randn(B, T - k, V, generator=g) * 2 for k in range(1, D + 1)]
+            got = mtp_loss(main.clone(), [d.clone() for d in depths], targets.clone(), lam)
+            expect(isinstance(got, torch.Tensor) and got.numel() == 1, "return the total loss as a scalar tensor")
+            w = want(main, depths, targets, lam)
+            if torch.allclose(got, w, atol=1e-5):
+                continue
+            summed = ce(main, targets) + lam * sum(ce(lg, targets[:, k:]) for k, lg in enumerate(depths, start=1))
+            expect(D < 2 or not torch.allclose(got, summed, atol=1e-5),
+                   f"D={D}: average the depths' losses (lam / D · sum), do not add them up")
+            expect(D < 1 or not torch.allclose(got, ce(main, targets), atol=1e-5),
+                   f"D={D}: add lam times the mean of the MTP depths' losses to the main loss")
+            expect(False, f"B={B}, T={T}, D={D}: expected {w.item():.5f}, got {got.item():.5f} (depth k's logits "
+                          f"have T-k positions; position i predicts t_(i+k+1) = targets[:, i+k])")
+
+    return checking("MTP training loss over D depths", checks)
+
+
+__all__ = ["check_mtp_loss", "check_mtp_io", "check_accept", "check_mtp_forward", "check_expected_tokens"]

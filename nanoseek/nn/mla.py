@@ -31,7 +31,7 @@ from torch import nn
 
 from nanoseek import validate as V
 from nanoseek.nn.norm import RMSNorm
-from nanoseek.nn.rope import LAYOUTS, apply_rope, rope_cos_sin
+from nanoseek.nn.rope import LAYOUTS, apply_rope, rope_cos_sin, yarn_cos_sin, yarn_softmax_multiplier
 
 MODES = ("naive", "reexpand", "absorbed")
 
@@ -56,6 +56,9 @@ class MLAConfig:
     attention_bias: bool = False  # biases on q_a_proj, kv_a_proj and o_proj, as transformers' option
     mode: str = "naive"  # "naive" | "reexpand" | "absorbed"
     decode_backend: str = "einsum"  # absorbed one-token steps: "einsum", "triton" or "auto" (see kernels)
+    # YaRN context extension (DeepSeek-V2/V3): None, or a dict with `factor`, `original_max_position_embeddings`
+    # and optionally beta_fast, beta_slow, mscale, mscale_all_dim (the keys of transformers' rope_parameters)
+    rope_scaling: dict | None = None
 
     def __post_init__(self) -> None:
         for name in ("dim", "n_heads", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
@@ -71,6 +74,14 @@ class MLAConfig:
         for name in ("rope_theta", "norm_eps"):
             V.positive(getattr(self, name), name, "MLAConfig")
         V.flag(self.attention_bias, "attention_bias", "MLAConfig")
+        if self.rope_scaling is not None:
+            allowed = {"factor", "original_max_position_embeddings", "beta_fast", "beta_slow", "mscale",
+                       "mscale_all_dim"}
+            if not isinstance(self.rope_scaling, dict) or not {"factor", "original_max_position_embeddings"} <= set(
+                    self.rope_scaling) or set(self.rope_scaling) - allowed:
+                raise ValueError(f"MLAConfig.rope_scaling must be None or a dict with factor and "
+                                 f"original_max_position_embeddings (and only {sorted(allowed)}), "
+                                 f"got rope_scaling={self.rope_scaling!r}")
 
     @property
     def qk_head_dim(self) -> int:
@@ -166,7 +177,13 @@ class MLA(nn.Module):
         self.o_proj = nn.Linear(H * cfg.v_head_dim, cfg.dim, bias=bias)
         self.softmax_scale = cfg.softmax_scale if cfg.softmax_scale is not None else cfg.qk_head_dim ** -0.5
         # float32 RoPE tables (max_seq_len, rope/2), kept out of the state dict and out of .to(dtype)
-        self.set_rope_tables(*rope_cos_sin(r, cfg.max_seq_len, cfg.rope_theta))
+        if cfg.rope_scaling is None:
+            self.set_rope_tables(*rope_cos_sin(r, cfg.max_seq_len, cfg.rope_theta))
+        else:  # YaRN: new frequencies, cos/sin scaled by mscale, and the softmax scale by mscale_all_dim²
+            self.set_rope_tables(*yarn_cos_sin(r, cfg.max_seq_len, cfg.rope_theta, **cfg.rope_scaling))
+            if cfg.softmax_scale is None:
+                self.softmax_scale *= yarn_softmax_multiplier(cfg.rope_scaling["factor"],
+                                                              cfg.rope_scaling.get("mscale_all_dim", 0.0))
         self.mode = cfg.mode
 
     # ----------------------------------------------------------------------------------------- pieces

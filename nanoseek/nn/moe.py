@@ -198,6 +198,17 @@ class Router(nn.Module):
 # Experts and dispatch
 
 
+def expert_counts(indices: torch.Tensor, n_experts: int) -> torch.Tensor:
+    """(E,) int64 number of (token, slot) pairs routed to each expert, from indices (N, K).
+
+    The same as `torch.bincount(indices.flatten(), minlength=E)`, without its host sync: on a GPU bincount
+    reads the largest index back to the CPU to size its output, which stalls the launch queue once per call
+    (chapter 6's `full` training was bound by such stalls and by kernel launches)."""
+    flat = indices.reshape(-1)
+    return torch.zeros(n_experts, dtype=torch.long, device=indices.device).scatter_add_(
+        0, flat, torch.ones_like(flat, dtype=torch.long))
+
+
 def _grouped_mm():
     fn = getattr(F, "grouped_mm", None) or getattr(torch, "_grouped_mm", None)
     if fn is None:
@@ -237,8 +248,10 @@ class RoutedExperts(nn.Module):
         gate, up = F.linear(x, self.gate_up_proj[e]).chunk(2, dim=-1)  # (n, I) each
         return F.linear(F.silu(gate) * up, self.down_proj[e])
 
-    def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """x (N, C), indices (N, K) expert ids, weights (N, K) -> (N, C) = Σ_k weights[:, k] · expert_k(x)."""
+    def forward(self, x: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor,
+                counts: torch.Tensor | None = None) -> torch.Tensor:
+        """x (N, C), indices (N, K) expert ids, weights (N, K) -> (N, C) = Σ_k weights[:, k] · expert_k(x).
+        `counts` (E,): tokens per expert, when the caller has them already (`expert_counts(indices, E)`)."""
         N, K = indices.shape
         out = torch.zeros_like(x)  # (N, C)
         weights = weights.to(x.dtype)
@@ -254,7 +267,8 @@ class RoutedExperts(nn.Module):
         order = flat.argsort(stable=True)  # (N*K,) pairs grouped by expert
         token = order // K  # (N*K,) token of each sorted pair
         xs = x[token]  # (N*K, C) tokens, contiguous per expert
-        counts = torch.bincount(flat, minlength=self.n_experts)  # (E,)
+        if counts is None:
+            counts = expert_counts(indices, self.n_experts)  # (E,)
         if self.dispatch == "grouped":
             offs = counts.cumsum(0).to(torch.int32)  # (E,) end offset of each expert's rows
             gu = _grouped_mm()(xs, self.gate_up_proj.transpose(-2, -1), offs=offs)  # (N*K, 2I)
@@ -348,10 +362,10 @@ class MoE(nn.Module):
         B, T, C = x.shape
         xf = x.reshape(B * T, C)  # (N, C)
         weights, indices, scores = self.gate(xf)  # (N, K), (N, K), (N, E)
-        y = self.experts(xf, indices, weights)  # (N, C)
+        counts = expert_counts(indices, self.cfg.n_routed_experts)  # (E,), no host sync
+        y = self.experts(xf, indices, weights, counts)  # (N, C)
         if self.shared_experts is not None:
             y = y + self.shared_experts(xf)
-        counts = torch.bincount(indices.reshape(-1), minlength=self.cfg.n_routed_experts)  # (E,)
         self.last_counts = counts.detach()
         if self.training:
             self.load_accum += counts
@@ -374,18 +388,20 @@ def update_router_bias(model: nn.Module, gamma: float | None = None) -> list[flo
 
     gamma defaults to each layer's `cfg.bias_update_speed`. Returns each layer's MaxVio over that load (the
     layers with no routed tokens since the last call are skipped). Resets the accumulators.
+    All layers are updated on the device and read back once (one host sync a step, not two per layer).
     """
-    vios = []
-    for m in moe_layers(model):
+    layers = list(moe_layers(model))
+    if not layers:
+        return []
+    loads = [m.load_accum.float() for m in layers]  # (E,) each
+    for m, load in zip(layers, loads):
         g = m.cfg.bias_update_speed if gamma is None else gamma
-        if m.load_accum.sum() == 0:
-            continue
-        vios.append(max_violation(m.load_accum))
-        if g > 0:
+        if g > 0:  # a layer with no tokens has load == mean == 0: sign(0) = 0 leaves its bias alone
             bias = m.gate.e_score_correction_bias
-            bias.copy_(bias_update(bias, m.load_accum, g))
+            bias.copy_(bias_update(bias, load, g))
         m.load_accum.zero_()
-    return vios
+    stats = torch.stack([torch.stack([load.sum(), load.max(), load.mean()]) for load in loads]).tolist()
+    return [(mx - mean) / mean for total, mx, mean in stats if total > 0]
 
 
 class BiasUpdateHook:

@@ -10,6 +10,8 @@ The two give identical attention scores once the query/key weight rows are permu
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 LAYOUTS = ("half", "interleaved")
@@ -79,3 +81,49 @@ def interleave_permutation(head_dim: int) -> torch.Tensor:
         raise ValueError(f"rotary head_dim must be even and >= 2, got head_dim={head_dim}")
     half = head_dim // 2
     return torch.stack((torch.arange(half), torch.arange(half) + half), dim=-1).flatten()
+
+
+# ---- YaRN: DeepSeek-V2/V3's context extension (chapter 5) ------------------------------------------------
+
+
+def yarn_get_mscale(scale: float = 1.0, mscale: float = 1.0) -> float:
+    """YaRN's magnitude correction 0.1 · mscale · ln(scale) + 1 (1 for scale <= 1), as DeepSeek's code has it."""
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def yarn_cos_sin(head_dim: int, max_len: int, theta: float, factor: float, original_max_position_embeddings: int,
+                 beta_fast: float = 32.0, beta_slow: float = 1.0, mscale: float = 1.0, mscale_all_dim: float = 0.0,
+                 device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """YaRN (Peng et al., 2023) RoPE tables (max_len, head_dim // 2), transcribed from DeepSeek-V2/V3's reference
+    `DeepseekV2YarnRotaryEmbedding`.
+
+    Frequency pairs that turn more than `beta_fast` times over the original context keep their frequency
+    (extrapolation); those that turn fewer than `beta_slow` times are divided by `factor` (interpolation); a
+    linear ramp blends the ones between. cos and sin are multiplied by mscale(factor, mscale) /
+    mscale(factor, mscale_all_dim); the attention's softmax scale gets `yarn_softmax_multiplier`.
+    """
+    if head_dim % 2:
+        raise ValueError(f"rotary head_dim must be even, got head_dim={head_dim}")
+    if not factor >= 1:
+        raise ValueError(f"YaRN factor must be >= 1, got factor={factor}")
+
+    def correction_dim(rotations: float) -> float:  # the dimension whose pair turns `rotations` times
+        return head_dim * math.log(original_max_position_embeddings / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low = max(math.floor(correction_dim(beta_fast)), 0)
+    high = min(math.ceil(correction_dim(beta_slow)), head_dim - 1)
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim
+    freq_extra = 1.0 / (theta ** exponents)  # (D/2,) the original frequencies
+    freq_inter = 1.0 / (factor * theta ** exponents)  # (D/2,) interpolated
+    ramp = ((torch.arange(head_dim // 2, dtype=torch.float32, device=device) - low)
+            / (high - low if high != low else 0.001)).clamp(0, 1)  # 0 below `low`, 1 above `high`
+    keep = 1.0 - ramp  # 1: extrapolate (high frequency), 0: interpolate
+    inv_freq = freq_inter * (1 - keep) + freq_extra * keep
+    angles = torch.outer(torch.arange(max_len, dtype=torch.float32, device=device), inv_freq)  # (T, D/2)
+    attention_factor = yarn_get_mscale(factor, mscale) / yarn_get_mscale(factor, mscale_all_dim)
+    return angles.cos() * attention_factor, angles.sin() * attention_factor
+
+
+def yarn_softmax_multiplier(factor: float, mscale_all_dim: float = 0.0) -> float:
+    """What YaRN multiplies MLA's softmax scale by: mscale(factor, mscale_all_dim)² (1 when mscale_all_dim is 0)."""
+    return yarn_get_mscale(factor, mscale_all_dim) ** 2 if mscale_all_dim else 1.0
