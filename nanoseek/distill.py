@@ -147,7 +147,11 @@ class _ChunkedDivergence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
-        return (grad * grad_out.to(grad.dtype) if grad.numel() else None), None, None, None, None
+        if not grad.numel():
+            return None, None, None, None, None
+        if grad_out.numel() == 1 and float(grad_out) == 1.0:  # the usual case: no second (N, V) buffer
+            return grad, None, None, None, None
+        return grad * grad_out.to(grad.dtype), None, None, None, None
 
 
 def distill_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, kind: str = "forward_kl", *,
@@ -418,7 +422,179 @@ def hf_distill_loss(student, teacher, input_ids: torch.Tensor, labels: torch.Ten
     return distill_loss(s, t, kind, mask=labels[:, 1:] != IGNORE, n_tokens=n_tokens, **kwargs)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Chapter 11's experiments: the notebook and benchmarks/distill_*.py run these same functions
+# ----------------------------------------------------------------------------------------------------------
+def story_batcher(block_size: int, batch_size: int):
+    """(CharVocab, get_batch) over minids' English stories: chapter 1's character-level windows."""
+    from nanoseek.data import CharVocab, load_stories, window_batcher
+
+    train_text, val_text = load_stories("en", "train"), load_stories("en", "val")
+    vocab = CharVocab.from_text(train_text + val_text)
+    get_batch = window_batcher(torch.tensor(vocab.encode(train_text)), torch.tensor(vocab.encode(val_text)),
+                               block_size, batch_size)
+    return vocab, get_batch
+
+
+def text_kd_run(teacher: nn.Module, get_batch: Callable, student_config, kd: KDConfig, steps: int, lr: float,
+                seed: int, eval_batches: int = 10, device: str | None = None) -> tuple[nn.Module, float]:
+    """Train a fresh student (init from `seed`) for `steps` steps with `kd` (ce_weight=1: hard labels) and
+    return it with its validation cross-entropy on the data (the same fixed batches for every variant)."""
+    from nanoseek.models.decoder import Decoder
+    from nanoseek.train import TrainConfig, evaluate, train
+
+    torch.manual_seed(seed)
+    student = Decoder(student_config)
+    loss_fn = kd_loss_fn(teacher, kd)
+    train(student, get_batch, TrainConfig(max_steps=steps, lr=lr, warmup_steps=max(1, steps // 10), seed=seed,
+                                          eval_every=steps, eval_batches=1, progress=False, device=device),
+          loss_fn=loss_fn)
+    return student, evaluate(student, get_batch, eval_batches)
+
+
+def addition_sft(model: nn.Module, vocab, digits: int, rows: int, p_careful: float, steps: int, batch_size: int,
+                 lr: float, seed: int = 0, device: str | None = None):
+    """Chapter 10's warm-up: SFT on a mix of careful and sloppy (never-carrying) addition demonstrations."""
+    from minids.reasoning import arithmetic
+    from nanoseek.rl.tasks import sft_examples
+    from nanoseek.train import TrainConfig, train
+
+    seqs, plens = sft_examples(arithmetic("train", rows, seed, digits=digits), vocab, p_careful, seed=seed)
+    X, Y = sft_tensors([{"prompt_ids": q[:p], "response_ids": q[p:]} for q, p in zip(seqs, plens)], vocab.pad_id)
+    return train(model, row_batcher(X, Y, batch_size), TrainConfig(
+        max_steps=steps, lr=lr, warmup_steps=20, weight_decay=0.0, eval_every=steps, eval_batches=1, seed=seed,
+        progress=False, device=device))
+
+
+def grpo_student_flops(hist, n_params: int, prompt_len: int, rl_cfg) -> float:
+    """Student FLOPs of a GRPO run, counted as 2·N per token for a forward pass and 6·N for forward+backward:
+    per token of every sampled sequence, 2 (sampling) + 2 (old log-probs) + 2 (reference, when β > 0) +
+    6 per inner epoch (the updates)."""
+    per_token = 2 + 2 + (2 if rl_cfg.beta else 0) + 6 * rl_cfg.inner_epochs
+    seqs = rl_cfg.prompts_per_step * rl_cfg.group_size
+    tokens = sum(hist.metrics["tokens"]) + seqs * prompt_len * len(hist.step)
+    return per_token * n_params * tokens
+
+
+def story_teacher(cfg: dict):
+    """(teacher, vocab, get_batch): the chapter's text teacher, trained once on the stories and cached in the
+    zoo. cfg: block, batch, teacher (DecoderConfig fields), teacher_steps, teacher_lr."""
+    from nanoseek.models.decoder import Decoder, DecoderConfig
+    from nanoseek.train import TrainConfig, train
+    from nanoseek.zoo import load_or_train
+
+    vocab, get_batch = story_batcher(cfg["block"], cfg["batch"])
+
+    def build():
+        torch.manual_seed(0)
+        return Decoder(DecoderConfig(vocab_size=len(vocab), max_seq_len=cfg["block"], **cfg["teacher"]))
+
+    def fit(model):
+        r = train(model, get_batch, TrainConfig(max_steps=cfg["teacher_steps"], lr=cfg["teacher_lr"],
+                                                warmup_steps=30, eval_every=cfg["teacher_steps"], eval_batches=10,
+                                                progress=False))
+        return {"val_loss": r.val_loss, "seconds": r.seconds}
+
+    tag = "-".join(f"{k}{v}" for k, v in sorted(cfg["teacher"].items())) + f"-s{cfg['teacher_steps']}"
+    teacher, info = load_or_train(f"ch11-story-teacher-{tag}", build, fit, version="1")
+    return teacher, vocab, get_batch, info
+
+
+def r1_models(cfg: dict):
+    """(teacher, base student, task, test_rows, info): chapter 10's recipe for the teacher (sloppy SFT warm-up,
+    then GRPO), and the same warm-up for the smaller student; both cached in the zoo. cfg: digits, eval_n,
+    teacher/student (DecoderConfig fields), sft (chapter 10's warm-up settings), rl (RLConfig fields)."""
+    from minids.reasoning import arithmetic
+    from nanoseek.models.decoder import Decoder, DecoderConfig
+    from nanoseek.rl.tasks import ADDITION_ALPHABET, addition_task
+    from nanoseek.rl.trainer import RLConfig, evaluate, train_rl
+    from nanoseek.rl.vocab import TaskVocab
+    from nanoseek.zoo import load_or_train
+
+    vocab = TaskVocab(ADDITION_ALPHABET)
+    task = addition_task(vocab, digits=cfg["digits"])
+    test_rows = arithmetic("test", cfg["eval_n"], 0, digits=cfg["digits"])
+    sft = cfg["sft"]
+
+    def builder(model_cfg):
+        def build():
+            torch.manual_seed(0)
+            return Decoder(DecoderConfig(vocab_size=len(vocab), **model_cfg))
+        return build
+
+    def fit_teacher(model):
+        addition_sft(model, vocab, cfg["digits"], sft["rows"], sft["p_careful"], sft["steps"], sft["batch_size"],
+                     sft["lr"])
+        model.to(next(model.parameters()).device)
+        before = evaluate(model, test_rows, task, cfg["rl"]["max_new_tokens"])["accuracy"]
+        train_rl(model, task, RLConfig(**{**cfg["rl"], "seed": 0, "eval_every": cfg["rl"]["steps"]}), progress=False)
+        return {"sft_accuracy": before}
+
+    def fit_student(model):
+        addition_sft(model, vocab, cfg["digits"], sft["rows"], sft["p_careful"], sft["steps"], sft["batch_size"],
+                     sft["lr"])
+        return {}
+
+    d = cfg["digits"]
+    teacher, info = load_or_train(f"ch11-r1-teacher-{d}d", builder(cfg["teacher"]), fit_teacher, version="1")
+    student, _ = load_or_train(f"ch11-r1-student-sft-{d}d", builder(cfg["student"]), fit_student, version="1")
+    return teacher, student, task, test_rows, info
+
+
+def r1_compare(teacher: nn.Module, base: nn.Module, task, test_rows: Sequence[dict], *, rl: dict, traces: dict,
+               distill_lr: float, batch_size: int, seed: int, digits: int, progress: bool = False) -> dict:
+    """The R1 finding at toy scale: from the same starting student `base`, (1) GRPO with chapter 10's settings
+    `rl`, (2) SFT on the teacher's verified traces (rejection sampling), (3) on-policy distillation (the
+    student samples, the teacher's reverse KL on every token), (2) and (3) given the student FLOPs that (1)
+    used. Returns held-out greedy accuracies, the steps and the FLOPs (student and teacher) of each."""
+    import copy
+
+    from minids.reasoning import arithmetic
+    from nanoseek.rl.trainer import RLConfig, evaluate, train_rl
+    from nanoseek.train import TrainConfig, train
+
+    max_new = rl["max_new_tokens"]
+    n_s, n_t = sum(p.numel() for p in base.parameters()), sum(p.numel() for p in teacher.parameters())
+    acc = lambda m: evaluate(m, list(test_rows), task, max_new)["accuracy"]  # noqa: E731
+    out = {"student_params": n_s, "teacher_params": n_t, "base": acc(base), "teacher": acc(teacher)}
+    P = len(task.encode(task.prompt_fn(test_rows[0])))
+
+    grpo = copy.deepcopy(base)
+    rl_cfg = RLConfig(**{**rl, "seed": seed, "eval_every": rl["steps"]})
+    hist = train_rl(grpo, task, rl_cfg, progress=progress)
+    budget = grpo_student_flops(hist, n_s, P, rl_cfg)
+    out.update(grpo=acc(grpo), grpo_steps=rl["steps"], grpo_flops=budget)
+
+    samples = teacher_traces(teacher, task, arithmetic("train", traces["rows"], 1000 + seed, digits=digits),
+                             traces["samples"], max_new, traces["temperature"], seed)
+    kept = keep_verified(samples, task.accuracy_fn, per_row=1)
+    X, Y = sft_tensors(kept, task.pad_id)
+    sft_steps = max(1, round(budget / (6 * n_s * batch_size * X.shape[1])))
+    sft = copy.deepcopy(base)
+    train(sft, row_batcher(X, Y, batch_size), TrainConfig(max_steps=sft_steps, lr=distill_lr, warmup_steps=10,
+                                                          weight_decay=0.0, eval_every=sft_steps, eval_batches=1,
+                                                          seed=seed, progress=progress))
+    out.update(sft=acc(sft), sft_steps=sft_steps, sft_flops=6 * n_s * batch_size * X.shape[1] * sft_steps,
+               traces=len(samples), kept=len(kept),
+               trace_teacher_flops=2 * n_t * sum(len(s["prompt_ids"]) + len(s["response_ids"]) for s in samples))
+
+    prompts = torch.tensor([task.encode(task.prompt_fn(r))
+                            for r in arithmetic("train", traces["rows"], 2000 + seed, digits=digits)])
+    L = P + max_new
+    on_steps = max(1, round(budget / ((2 + 6) * n_s * batch_size * L)))
+    onp = copy.deepcopy(base)
+    train(onp, gkd_batcher(row_batcher(prompts, torch.full_like(prompts, IGNORE), batch_size), 1.0),
+          TrainConfig(max_steps=on_steps, lr=distill_lr, warmup_steps=10, weight_decay=0.0, eval_every=on_steps,
+                      eval_batches=1, seed=seed, progress=progress),
+          loss_fn=gkd_loss_fn(teacher, KDConfig(kind="reverse_kl"), P, max_new, task.eos_id, task.pad_id))
+    out.update(on_policy=acc(onp), on_policy_steps=on_steps, on_policy_flops=8 * n_s * batch_size * L * on_steps,
+               on_policy_teacher_flops=2 * n_t * batch_size * L * on_steps)
+    out["models"] = {"grpo": grpo, "sft": sft, "on_policy": onp}
+    return out
+
+
 __all__ = ["KINDS", "align_vocab", "log_mixture", "per_position", "distill_loss", "forward_kl", "reverse_kl",
            "generalized_jsd", "skewed_kl", "kd_ce_loss", "KDConfig", "kd_loss_fn", "gkd_batcher",
            "student_samples", "gkd_loss_fn", "keep_verified", "teacher_traces", "sft_tensors", "row_batcher",
-           "load_hf_pair", "hf_distill_loss"]
+           "load_hf_pair", "hf_distill_loss", "story_batcher", "text_kd_run",
+           "addition_sft", "grpo_student_flops", "r1_compare", "story_teacher", "r1_models"]
