@@ -24,7 +24,7 @@ from nanoseek import pick, scale  # noqa: E402
 KD = pick(
     tiny=dict(block=64, batch=16, teacher=dict(n_layer=3, n_embd=96, n_head=4, n_kv_head=2, intermediate_size=256),
               teacher_steps=400, teacher_lr=2e-3,
-              student=dict(n_layer=2, n_embd=48, n_head=4, n_kv_head=2, intermediate_size=128),
+              student=dict(n_layer=2, n_embd=56, n_head=4, n_kv_head=2, intermediate_size=152),
               steps=150, lr=3e-3, eval_batches=10, beta=0.5),
     full=dict(block=128, batch=64, teacher=dict(n_layer=6, n_embd=384, n_head=6, n_kv_head=2, intermediate_size=1024),
               teacher_steps=2000, teacher_lr=1e-3,

@@ -34,7 +34,7 @@ from nanoseek.benchmarking import budget_table
 
 display(Markdown(budget_table(
     "11_distillation",
-    tiny="text: 3-layer 96-wide teacher, 2-layer 48-wide students; R1: chapter 10's 0.1M policy as teacher, "
+    tiny="text: 3-layer 96-wide teacher, 2-layer 56-wide students; R1: chapter 10's 0.1M policy as teacher, "
          "a 27k-parameter student; 2-digit addition",
     full="text: 6-layer 384-wide teacher, 3-layer 192-wide students; R1: 4-layer 256-wide teacher, 2-layer "
          "128-wide student; 3-digit addition",
@@ -85,7 +85,7 @@ CFG = pick(
               kd=dict(block=64, batch=16,
                       teacher=dict(n_layer=3, n_embd=96, n_head=4, n_kv_head=2, intermediate_size=256),
                       teacher_steps=400, teacher_lr=2e-3,
-                      student=dict(n_layer=2, n_embd=48, n_head=4, n_kv_head=2, intermediate_size=128),
+                      student=dict(n_layer=2, n_embd=56, n_head=4, n_kv_head=2, intermediate_size=152),
                       steps=150, lr=3e-3, eval_batches=10, beta=0.5),
               r1=dict(digits=2, eval_n=200,
                       teacher=dict(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, intermediate_size=192, max_seq_len=40),
@@ -358,8 +358,11 @@ else:
         print(f"{name:<22} {r['mean']:>24.3f} ± {r['std']:.3f}   {', '.join(f'{v:.3f}' for v in r['values'])}")
     for name, v in kd_rec["data"]["verdicts"].items():
         print(f"{name} vs hard labels: {'tie' if v == 'tie' else v + ' is better'}")
+    hard = res["hard labels"]["values"]
+    print("forward KL minus hard labels, seed by seed:",
+          ", ".join(f"{f - h:+.3f}" for f, h in zip(res["forward KL"]["values"], hard)))
     verdicts = kd_rec["data"]["verdicts"]
-    assert verdicts["forward KL"] == "forward KL" and verdicts["reverse KL"] == "hard labels"
+    assert verdicts["reverse KL"] == "hard labels" and verdicts["JSD"] == "hard labels"
 
 # %%
 fig, ax = plt.subplots(figsize=(6, 3.2))
@@ -386,18 +389,20 @@ prompt = "Once upon a time"
 idx = torch.tensor([vocab.encode(prompt)], device=device())
 for name, model in {"teacher": teacher, **students}.items():
     gen = torch.Generator(device=device()).manual_seed(0)
-    out = generate(model, idx, 80, temperature=0.8, generator=gen)[0].tolist()
+    out = generate(model, idx, kcfg["block"] - idx.shape[1], temperature=0.8, generator=gen)[0].tolist()
     print(f"--- {name}\n{vocab.decode(out)!r}")
 
 # %% [markdown]
-# What the record shows at this scale: forward KL beats hard labels by more than the seed spread, at the same
-# number of steps (and the same data); reverse KL and JSD lose to hard labels on this measure, by a lot. Both
-# results are what the divergences ask for. The forward-KL student sees, at every position, the teacher's whole
-# distribution instead of one sampled token — a lower-variance target for the same thing cross-entropy
-# estimates — and validation cross-entropy is itself a forward divergence from the data. Reverse KL and JSD
-# ask the student to be confident where the teacher is and to drop what it cannot model: good for the
-# samples it writes, bad for the likelihood it gives to the tokens it dropped. They are meant for on-policy
-# training, where the student is scored on its own samples (next). Look at the samples above with that in mind.
+# What the record shows at this scale. Reverse KL and JSD lose to hard labels on validation cross-entropy, by far
+# more than the seed spread. Forward KL against hard labels is a **tie** by the book's rule (the seed ranges
+# overlap), although with each seed the forward-KL student ends lower than the hard-label student of the same
+# seed (the paired differences printed above): a hint that three seeds cannot turn into a claim. Both results
+# are what the divergences ask for. The forward-KL student sees at every position the teacher's whole
+# distribution instead of one sampled token — a lower-variance target for what cross-entropy estimates — and
+# validation cross-entropy is itself a forward divergence from the data. Reverse KL and JSD ask the student to
+# be confident where the teacher is and to drop what it cannot model: good for the samples it writes, bad for
+# the likelihood of the tokens it dropped. They are meant for on-policy training, where the student is scored
+# on its own samples (next).
 #
 # ## On-policy distillation: train on what the student writes
 # Off-policy KD trains on the data's prefixes; at inference the student conditions on its own, slightly
@@ -506,7 +511,7 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# Side by side on held-out problems that need a carry (greedy):
+# Side by side on the first held-out problems that need a carry and that the teacher solves (greedy):
 
 # %%
 from nanoseek.rl.rollout import rollout
@@ -519,7 +524,7 @@ def answer(model, row):
     return ("✓ " if task.accuracy_fn(text, row) else "✗ ") + text
 
 
-carry_rows = [r for r in test_rows if (r["a"] % 10 + r["b"] % 10) >= 10][:3]
+carry_rows = [r for r in test_rows if (r["a"] % 10 + r["b"] % 10) >= 10 and answer(r1_teacher, r).startswith("✓")][:4]
 for row in carry_rows:
     print(row["prompt"])
     for name, model in {"teacher": r1_teacher, "SFT start": base_student, **r1["models"]}.items():
@@ -532,8 +537,8 @@ for row in carry_rows:
 # to reinforce them, and a student this small, starting from a teacher that never carries, rarely does; the
 # distilled student is simply shown the teacher's correct carries. What does not carry over: our "RL" is 20
 # steps on a toy, R1-Zero-Qwen-32B ran over 10k steps; R1 distilled 800k samples of long, varied reasoning, we
-# distil short fixed-format traces; and we did not tune GRPO for the small student (chapter 10's settings; a
-# larger learning rate made it worse in our trials). R1 also notes what we cannot test here: distillation
+# distil short fixed-format traces; and we did not tune GRPO for the small student (it runs with chapter 10's
+# settings). R1 also notes what we cannot test here: distillation
 # gives a student the teacher's abilities, and going beyond the teacher still needs RL (on top of a distilled
 # model).
 #
@@ -565,7 +570,7 @@ labels = ids.clone()
 labels[:, :5] = -100                                          # the prompt: no loss
 for kind in ("forward_kl", "reverse_kl", "jsd"):
     loss = hf_distill_loss(hf_student, hf_teacher, ids, labels, kind, n_tokens=150)
-    print(f"{kind:<11} {float(loss):.4f}")
+    print(f"{kind:<11} {float(loss.detach()):.4f}")
 
 # %% [markdown]
 # What production trainers add on top of these losses:
@@ -585,8 +590,8 @@ for kind in ("forward_kl", "reverse_kl", "jsd"):
 #   β = 1 defined separately because the formula vanishes there; build mixtures in log space.
 # - Temperature softens both distributions; T² keeps the gradient scale. At 150k tokens compute in chunks, and
 #   align vocabularies of one tokenizer by the shared ids.
-# - On our stories, at equal steps over 3 seeds, forward KL beat hard labels on validation cross-entropy;
-#   reverse KL and JSD lost on that measure, as their mode-seeking predicts.
+# - On our stories, at equal steps over 3 seeds, forward KL tied with hard labels on validation cross-entropy
+#   (lower in every paired seed, inside the spread); reverse KL and JSD lost on that measure, as mode-seeking predicts.
 # - At equal student FLOPs, SFT on verified teacher traces beat GRPO on the small student, as R1 reports.
 #
 # ## Exercises
