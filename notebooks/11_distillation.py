@@ -87,6 +87,7 @@ CFG = pick(
                       teacher_steps=400, teacher_lr=2e-3,
                       student=dict(n_layer=2, n_embd=56, n_head=4, n_kv_head=2, intermediate_size=152),
                       steps=150, lr=3e-3, eval_batches=10, beta=0.5),
+              kd_record="distill_kd_tiny", r1_record="distill_r1_tiny",
               r1=dict(digits=2, eval_n=200,
                       teacher=dict(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, intermediate_size=192, max_seq_len=40),
                       student=dict(n_layer=1, n_embd=48, n_head=4, n_kv_head=2, intermediate_size=128, max_seq_len=40),
@@ -100,6 +101,7 @@ CFG = pick(
                       teacher_steps=2000, teacher_lr=1e-3,
                       student=dict(n_layer=3, n_embd=192, n_head=6, n_kv_head=2, intermediate_size=512),
                       steps=1000, lr=2e-3, eval_batches=40, beta=0.5),
+              kd_record="distill_kd_full", r1_record="distill_r1_full",
               r1=dict(digits=3, eval_n=500,
                       teacher=dict(n_layer=4, n_embd=256, n_head=8, n_kv_head=2, intermediate_size=704, max_seq_len=64),
                       student=dict(n_layer=2, n_embd=128, n_head=4, n_kv_head=2, intermediate_size=352, max_seq_len=64),
@@ -345,9 +347,7 @@ for name, kd in variants.items():
 # ranges do not overlap:
 
 # %%
-from nanoseek.env import scale
-
-kd_rec = read_result(f"distill_kd_{scale()}")
+kd_rec = read_result(CFG["kd_record"])
 if kd_rec is None:
     print("not recorded yet: run benchmarks/distill.py --part kd")
 else:
@@ -481,7 +481,7 @@ assert abs(r1["sft_flops"] / r1["grpo_flops"] - 1) < 0.05 and abs(r1["on_policy_
 # sampled traces and every batch; the teacher and the SFT start are the same models):
 
 # %%
-r1_rec = read_result(f"distill_r1_{scale()}")
+r1_rec = read_result(CFG["r1_record"])
 if r1_rec is None:
     print("not recorded yet: run benchmarks/distill.py --part r1")
 else:
@@ -576,9 +576,10 @@ for kind in ("forward_kl", "reverse_kl", "jsd"):
 # What production trainers add on top of these losses:
 # - **TRL's `GKDTrainer`** {cite}`agarwal2024gkd` is this chapter's on-policy loop as a `transformers.Trainer`:
 #   `lmbda` (our λ), `beta` (our β, with the same special endpoints), `temperature`, `max_new_tokens`, and
-#   `seq_kd=True` for sequence-level KD on teacher samples; generation through the model's `generate` (vLLM in
-#   newer TRL versions), DeepSpeed for the teacher, and Liger's fused linear + JSD kernel, which never
-#   materialises the (N, V) logits at all — our chunked path taken one step further.
+#   `seq_kd=True` for sequence-level KD on teacher samples; sampling through transformers' `generate`,
+#   DeepSpeed for the teacher, and `use_liger_kernel` for Liger's fused linear + JSD kernel, which never
+#   materialises the (N, V) logits at all — our chunked path taken one step further. (TRL has announced that
+#   `GKDTrainer` moves to its experimental namespace; its newer `DistillationTrainer` keeps the same β rule.)
 # - **open-r1's distillation recipe** {cite}`openr1` replays R1's: generate traces from R1 with a fast
 #   inference engine, keep the verified ones (Math-Verify for maths, test cases for code), then plain SFT of a
 #   Qwen2.5 base model on them with long context, packing and bf16 — sequence-level KD at scale.
