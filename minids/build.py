@@ -41,6 +41,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("stories", "minids.stories", 1337),
     Entry("reasoning", "minids.reasoning", 7),
     Entry("instructions", "minids.instructions", 1337),
+    Entry("shapes", "minids.shapes", 12),  # chapter 12: images of coloured shapes, captions, questions
 )
 
 
