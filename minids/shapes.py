@@ -41,7 +41,7 @@ HELD_OUT = frozenset({("red", "triangle"), ("green", "cross"), ("blue", "circle"
 QUESTION_TYPES = ("colour", "shape", "count", "left")
 SPLITS = ("train", "test", "unseen")
 SCALE_ROWS = {"tiny": {"train": 2000, "test": 300, "unseen": 300},
-              "full": {"train": 60000, "test": 4000, "unseen": 4000}}
+              "full": {"train": 20000, "test": 2000, "unseen": 2000}}
 RADII = (2, 3)
 
 # every word a caption, question or answer can use: the chapter's word-level vocabulary is built from this

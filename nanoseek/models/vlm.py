@@ -182,3 +182,15 @@ def answer(model: VLM, pixels: torch.Tensor | None, ids: torch.Tensor, targets: 
         logits, _ = model(None if pixels is None else pixels[sl], ids[sl])
         out.append(logits[torch.arange(logits.size(0)), first[sl]].argmax(-1))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def accuracy_by_type(model: VLM, pixels: torch.Tensor | None, ids: torch.Tensor, targets: torch.Tensor,
+                     types: list[str]) -> dict[str, float]:
+    """Exact-match accuracy of the one-word answer, per question type (and "all")."""
+    first = (targets != -100).float().argmax(1)
+    gold = targets[torch.arange(len(targets)), first]
+    ok = answer(model, pixels, ids, targets) == gold
+    out = {t: ok[torch.tensor([q == t for q in types])].float().mean().item() for t in dict.fromkeys(types)}
+    out["all"] = ok.float().mean().item()
+    return out
