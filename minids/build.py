@@ -42,6 +42,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("reasoning", "minids.reasoning", 7),
     Entry("instructions", "minids.instructions", 1337),
     Entry("shakespeare", "minids.shakespeare", 0),  # real text, not generated: the seed is unused
+    Entry("shapes", "minids.shapes", 12),  # chapter 12: images of coloured shapes, captions, questions
 )
 
 

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Chapter 12 at full scale on the H200: benchmarks/vlm.py --scale full (one seed: contrastive SigLIP
+# pretraining, blind LM, stage 1, stage 2, and stage 2 alone), accuracy per question type and stage-2
+# throughput -> benchmarks/results/vlm_full.{md,json}. About 2 minutes there (20k generated images).
+# CPU check: NANOSEEK_GPU_SMOKE=1 bash benchmarks/gpu/vlm.sh
+set -euo pipefail
+export PYTHONPATH="$PWD" MPLBACKEND=Agg NANOSEEK_CACHE="${NANOSEEK_CACHE:-/tmp/nanoseek_cache}"
+mkdir -p benchmarks/results/logs
+name=vlm_full
+if [ "${NANOSEEK_GPU_SMOKE:-0}" = "1" ]; then name=vlm_full_smoke; fi
+python3 benchmarks/vlm.py --scale "${VLM_SCALE:-full}" --seeds 0 --name "$name" 2>&1 | tee benchmarks/results/logs/$name.log
+if [ -n "${OUT:-}" ]; then cp benchmarks/results/$name.md benchmarks/results/$name.json benchmarks/results/logs/$name.log "$OUT"/; fi
