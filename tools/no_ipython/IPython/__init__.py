@@ -4,6 +4,8 @@
 `from IPython.display import Markdown, display` in a chapter prints the Markdown as text there.
 """
 
+version_info = (9, 0, 0, "nanoseek-stand-in")  # matplotlib reads it; >= 8.24 takes its modern path
+
 
 def get_ipython() -> None:
     """No interactive shell here (matplotlib asks when IPython is in sys.modules)."""
