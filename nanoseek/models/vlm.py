@@ -142,11 +142,12 @@ def stage(model: nn.Module, *trains: str):
             train(vlm, get_batch, cfg, loss_fn=...)
     """
     set_trainable(model, tuple(trains))
-    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    # snapshot on the CPU: the training loop may move the model to the GPU inside the block
+    frozen = {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if not p.requires_grad}
     try:
         yield model
     finally:
-        changed = [n for n, p in model.named_parameters() if n in frozen and not torch.equal(p.detach(), frozen[n])]
+        changed = [n for n, p in model.named_parameters() if n in frozen and not torch.equal(p.detach().cpu(), frozen[n])]
         for p in model.parameters():
             p.requires_grad_(True)
     if changed:
