@@ -44,8 +44,8 @@ class AblationBlock(nn.Module):
             self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias) if parts.norm else nn.Identity()
             self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
-        y = self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:  # (B, T, C)
+        y = self.attn(self.ln_1(x), attn_mask)
         x = x + y if self.parts.residual else y
         if self.parts.mlp:
             y = self.mlp(self.ln_2(x))
