@@ -627,8 +627,8 @@ if record is not None:
 print("this notebook's run, held-out greedy accuracy by step:", dict(zip(hist.eval_step, [round(a, 3) for a in hist.eval["accuracy"]])))
 
 # %% [markdown]
-# Each step's accuracy is measured on only 16 prompts, so it jumps by about ten points from one step to the
-# next, and "best step, then lower" in the printout is that jumpiness, not a decline: this notebook's
+# Each step's accuracy is measured on only 16 prompts, so it jumps from one step to the next (the plot shows
+# by how much), and "best step, then lower" in the printout is that jumpiness, not a decline: this notebook's
 # held-out greedy accuracy (200 problems) is still rising at its last step. A real peak-and-decline needs
 # runs far longer than 20 steps; we do not claim one. `benchmarks/r1_zero.py --scale full` runs longer.
 #
