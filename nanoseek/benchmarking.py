@@ -109,7 +109,8 @@ def budget_table(notebook: str, *, tiny: str, full: str, full_record: str | None
     if record is not None and full_key in record.get("data", {}):
         data = record["data"]
         stopped = "" if data.get("finished", True) else f", stopped before the end ({data.get('returncode')})"
-        full_time = f"{data[full_key]:.0f} s{stopped} (`{full_record}.json`, {record['date'][:10]})"
+        shared = "; the GPU was shared with other runs" if data.get("shared_gpu") else ""
+        full_time = f"{data[full_key]:.0f} s{stopped}{shared} (`{full_record}.json`, {record['date'][:10]})"
         full_where = record.get("gpu", full_where)
     return "\n".join([
         "| scale | what runs | on | time (measured) |",

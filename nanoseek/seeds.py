@@ -6,7 +6,8 @@ the ranking on `over_seeds` and `verdict`. (Introduced in chapter 1; used in eve
 The rule for "clears the noise" is deliberately simple and exact: variant A beats B when every seed of A is
 better than every seed of B (the seed ranges do not overlap). With 3 seeds each, that happens by chance with
 probability 1/20 for two variants that are in fact equal (a permutation test at p = 0.05); anything less is a
-tie, and the book calls it one.
+tie, and the book calls it one. With fewer than 3 seeds on either side the noise is not measured at all, and
+`verdict` says so (`TOO_FEW_SEEDS`) instead of naming a winner from single draws.
 """
 from __future__ import annotations
 
@@ -77,9 +78,17 @@ def over_seeds(run: Callable[[int], float | Mapping[str, float]], seeds: Iterabl
     return {key: SeedSummary(tuple(vals), seeds) for key, vals in per_metric.items()}
 
 
-def verdict(a: SeedSummary, b: SeedSummary, *, lower_is_better: bool = True, names: tuple[str, str] = ("A", "B")
-            ) -> str:
-    """The name of the variant that wins by more than the seed spread, or "tie" when the ranges overlap."""
+TOO_FEW_SEEDS = "too few seeds"
+
+
+def verdict(a: SeedSummary, b: SeedSummary, *, lower_is_better: bool = True, names: tuple[str, str] = ("A", "B"),
+            min_seeds: int = 3) -> str:
+    """The name of the variant that wins by more than the seed spread, "tie" when the ranges overlap, or
+    `TOO_FEW_SEEDS` when either side has fewer than `min_seeds` seeds (one run is a draw, not a ranking)."""
+    if min_seeds < 1:
+        raise ValueError(f"min_seeds={min_seeds}; expected at least 1")
+    if a.n < min_seeds or b.n < min_seeds:
+        return TOO_FEW_SEEDS
     if a.high < b.low:
         return names[0] if lower_is_better else names[1]
     if b.high < a.low:

@@ -520,7 +520,7 @@ else:
 # %%
 from nanoseek.data import CharVocab, load_shakespeare, window_batcher
 from nanoseek.models.decoder import Decoder, DecoderConfig
-from nanoseek.seeds import over_seeds, table, verdict
+from nanoseek.seeds import TOO_FEW_SEEDS, over_seeds, table, verdict
 from nanoseek.train import TrainConfig, train
 
 tr = CFG["train"]
@@ -614,7 +614,10 @@ for a, b in [("MHA", "GQA-2"), ("MHA", "MQA"), ("GQA-2", "MQA"), (mla_wide, "MHA
 
 # %%
 mla_vs_mha = VERDICTS[(mla_wide, "MHA")]
-if mla_vs_mha == "tie":
+if mla_vs_mha == TOO_FEW_SEEDS:
+    effect = (f"one run of each at this scale ({len(tr['seeds'])} seed): no ranking can be read from it; the "
+              f"chapter's verdict on the paper's effect is the three-seed comparison at `tiny`")
+elif mla_vs_mha == "tie":
     effect = (f"{mla_wide} and MHA tie over {len(tr['seeds'])} seeds: MLA matched MHA within the noise with a "
               f"{runs['MHA']['kv_bytes'] / runs[mla_wide]['kv_bytes']:.0f}x smaller cache")
 elif mla_vs_mha == mla_wide:
@@ -622,8 +625,6 @@ elif mla_vs_mha == mla_wide:
 else:
     effect = f"MHA beat {mla_wide} on every seed: the paper's effect (MLA at least matching MHA) did not reproduce here"
 print(effect)
-if len(tr["seeds"]) < 3:
-    print(f"(only {len(tr['seeds'])} seed at this scale: a single run, not a ranking)")
 
 # %% [markdown]
 # ## Paper says / we measured

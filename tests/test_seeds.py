@@ -1,6 +1,6 @@
 import pytest
 
-from nanoseek.seeds import SeedSummary, over_seeds, table, verdict
+from nanoseek.seeds import TOO_FEW_SEEDS, SeedSummary, over_seeds, table, verdict
 
 
 def test_over_seeds_summarizes_named_metrics():
@@ -17,6 +17,15 @@ def test_verdict_needs_disjoint_ranges():
     overlapping = SeedSummary((1.15, 1.4, 1.5))
     assert verdict(a, overlapping) == "tie"
     assert verdict(a, b, names=("MHA", "MQA")) == "MHA"
+
+
+def test_verdict_names_no_winner_from_single_draws():
+    one, three = SeedSummary((1.0,)), SeedSummary((2.0, 2.1, 2.2))
+    assert verdict(one, three) == TOO_FEW_SEEDS and verdict(three, one) == TOO_FEW_SEEDS
+    assert verdict(SeedSummary((1.0, 1.1)), SeedSummary((2.0, 2.1))) == TOO_FEW_SEEDS
+    assert verdict(one, SeedSummary((2.0,)), min_seeds=1) == "A"  # explicitly asked for
+    with pytest.raises(ValueError, match="min_seeds=0"):
+        verdict(one, three, min_seeds=0)
 
 
 def test_bad_input_is_named():

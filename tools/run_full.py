@@ -27,6 +27,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("notebook", type=Path)
     ap.add_argument("--log-dir", type=Path, default=ROOT / "benchmarks" / "results" / "logs")
     ap.add_argument("--timeout", type=float, default=None, help="seconds before the run is stopped")
+    ap.add_argument("--shared-gpu", type=int, default=0, metavar="N",
+                    help="N other runs shared the GPU with this one (their time is then an upper bound)")
     args = ap.parse_args(argv)
     script = args.notebook.with_suffix(".py")
     args.log_dir.mkdir(parents=True, exist_ok=True)
@@ -48,10 +50,11 @@ def main(argv: list[str]) -> int:
     seconds = time.perf_counter() - start
     finished = rc == 0
     write_result(f"{script.stem}_full", f"`{script.name}` at `full`: {'finished' if finished else f'stopped ({rc})'}"
-                 f" in {seconds:.0f} s; log: `benchmarks/results/logs/{log.name}`",
+                 f" in {seconds:.0f} s; log: `benchmarks/results/logs/{log.name}`"
+                 + (f"; {args.shared_gpu} other run(s) shared the GPU" if args.shared_gpu else ""),
                  directory=ROOT / "benchmarks" / "results",
                  data={"seconds": round(seconds, 1), "finished": finished, "returncode": str(rc),
-                       "log": f"logs/{log.name}"})
+                       "log": f"logs/{log.name}", "shared_gpu": args.shared_gpu})
     print(f"{script.name}: {'finished' if finished else 'stopped'} in {seconds:.0f} s (log {log})")
     return 0 if finished else 1
 
