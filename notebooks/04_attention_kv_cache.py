@@ -408,9 +408,6 @@ print(f"DeepSeek-V2 (MLA): {mla_v2 / 1024:.1f} KiB per token, "
 # below it, for Qwen2.5-7B serving 16 users at 8K tokens):
 
 # %%
-import ipywidgets as widgets
-
-
 def kv_calculator(layers=28, heads=28, kv_heads=4, head_dim=128, dtype_bytes=2, context=8192, batch=16):
     if heads % kv_heads:
         print(f"kv_heads={kv_heads} must divide heads={heads}")
@@ -424,8 +421,14 @@ def kv_calculator(layers=28, heads=28, kv_heads=4, head_dim=128, dtype_bytes=2, 
 
 static = kv_calculator()
 assert static == 2 * 28 * 16 * 4 * 128 * 8192 * 2
-widgets.interact(kv_calculator, layers=(1, 128), heads=(1, 128), kv_heads=(1, 128), head_dim=[64, 96, 128, 192, 256],
-                 dtype_bytes=[("fp32", 4), ("bf16", 2), ("fp8", 1)], context=(128, 131072, 128), batch=(1, 256));
+try:
+    import ipywidgets as widgets
+
+    widgets.interact(kv_calculator, layers=(1, 128), heads=(1, 128), kv_heads=(1, 128),
+                     head_dim=[64, 96, 128, 192, 256], dtype_bytes=[("fp32", 4), ("bf16", 2), ("fp8", 1)],
+                     context=(128, 131072, 128), batch=(1, 256));
+except ImportError:  # a plain script without ipywidgets: the static result above is the whole cell
+    pass
 
 # %% [markdown]
 # ## Measured: decoding with and without the cache

@@ -529,7 +529,12 @@ print(f"| acceptance when sampling (temperature 0.8) | — | {sample_stats.accep
 # n tokens: one from the prefill forward, then rounds of 1 + p tokens each (up to the last round's budget cut)
 n_new = CFG["new_tokens"]
 assert abs(st1.tokens_per_forward - n_new / (1 + (n_new - 1) / (1 + st1.acceptance_rate))) < 0.05
-assert sample_stats.acceptance_rate < st1.acceptance_rate  # a greedy continuation is easier to draft
+# greedy vs sampled acceptance: two proportions, each with its binomial standard error
+gap = st1.acceptance_rate - sample_stats.acceptance_rate
+se_gap = math.sqrt(sum(s.acceptance_rate * (1 - s.acceptance_rate) / s.drafted[0] for s in (st1, sample_stats)))
+print(f"greedy minus sampled acceptance: {gap:+.1%} ± {se_gap:.1%} (one standard error): "
+      + ("greedy drafts are accepted more often" if gap > 3 * se_gap else
+         "sampled drafts are accepted more often" if gap < -3 * se_gap else "a tie within three standard errors"))
 # what the draft is worth: a "draft" that always guesses the most frequent character in training
 most_common = int(torch.bincount(torch.tensor(vocab.encode(train_text))).argmax())
 hits = total_pos = 0

@@ -393,11 +393,28 @@ for name, model in {"teacher": teacher, **students}.items():
     print(f"--- {name}\n{vocab.decode(out)!r}")
 
 # %% [markdown]
-# What the record shows at this scale. Reverse KL and JSD lose to hard labels on validation cross-entropy, by far
-# more than the seed spread. Forward KL against hard labels is a **tie** by the book's rule (the seed ranges
-# overlap), although with each seed the forward-KL student ends lower than the hard-label student of the same
-# seed (the paired differences printed above): a hint that three seeds cannot turn into a claim. Both results
-# are what the divergences ask for. The forward-KL student sees at every position the teacher's whole
+# The same comparison was also run at the other scale (`tiny` on a 2-core CPU, `full` on the H200, both three
+# seeds). Side by side, read from the two records:
+
+# %%
+def kd_verdicts(record_name: str) -> dict | None:
+    rec = read_result(record_name)
+    return None if rec is None else rec["data"]["verdicts"]
+
+
+both = {name: kd_verdicts(name) for name in ("distill_kd_tiny", "distill_kd_full")}
+print("| student vs hard labels | tiny (CPU) | full (H200) |\n| --- | --- | --- |")
+for v in ("forward KL", "reverse KL", "JSD"):
+    cells = [("not recorded" if d is None else d[v] if d[v] == "tie" else f"{d[v]} better") for d in both.values()]
+    print(f"| {v} | {cells[0]} | {cells[1]} |")
+
+# %% [markdown]
+# What the records show. Reverse KL and JSD lose to hard labels on validation cross-entropy at both scales, by
+# far more than the seed spread. Forward KL is a **tie** with hard labels at `tiny` by the book's rule (the seed
+# ranges overlap, although with each seed the forward-KL student ends lower than the hard-label student of the
+# same seed: the paired differences printed above), and at `full`, where the teacher is larger than the
+# student by more and far better than it, forward KL wins: every seed's student beats every hard-label one. Both results are what the divergences ask
+# for. The forward-KL student sees at every position the teacher's whole
 # distribution instead of one sampled token — a lower-variance target for what cross-entropy estimates — and
 # validation cross-entropy is itself a forward divergence from the data. Reverse KL and JSD ask the student to
 # be confident where the teacher is and to drop what it cannot model: good for the samples it writes, bad for
@@ -491,7 +508,12 @@ else:
         print(f"{name:<34} {r['mean']:>22.1%} ± {r['std']:.1%}   {', '.join(f'{v:.3f}' for v in r['values'])}")
     for name, v in r1_rec["data"]["verdicts"].items():
         print(f"{name}: {v}")
-    assert r1_rec["data"]["verdicts"]["SFT on traces vs GRPO"] == "SFT on traces"
+    trained = [r["mean"] for n, r in r1_rec["data"]["accuracy"].items() if n != "SFT start"]
+    saturated = min(trained) > 0.98  # every method solves the task: nothing is left to rank
+    if saturated:
+        print("every trained student is above 98%: the task is saturated at this scale, and ties say nothing")
+    else:  # R1's finding, where there is room: SFT on verified traces beats RL on the small model
+        assert r1_rec["data"]["verdicts"]["SFT on traces vs GRPO"] == "SFT on traces"
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 3.2))
@@ -531,14 +553,26 @@ for row in carry_rows:
         print(f"  {name:<10} {answer(model, row)}")
 
 # %% [markdown]
-# **What reproduces and what not.** At equal student compute, SFT on the teacher's verified traces lifts the
+# Both scales' records of this comparison, side by side (held-out accuracy, mean over three seeds):
+
+# %%
+r1_both = {name: read_result(name) for name in ("distill_r1_tiny", "distill_r1_full")}
+print("| student | tiny (CPU) | full (H200) |\n| --- | --- | --- |")
+for method in ("SFT start", "GRPO on the student", "SFT on verified teacher traces", "on-policy distillation"):
+    cells = ["not recorded" if r is None else f"{r['data']['accuracy'][method]['mean']:.1%}" for r in r1_both.values()]
+    print(f"| {method} | {cells[0]} | {cells[1]} |")
+
+# %% [markdown]
+# **What reproduces and what not.** At `tiny`, at equal student compute, SFT on the teacher's verified traces lifts the
 # small student far more than GRPO run on the student itself, which is R1's qualitative finding; on-policy
 # distillation lands in between. The mechanism is visible: GRPO needs the student to *sample* correct carries
 # to reinforce them, and a student this small, starting from a teacher that never carries, rarely does; the
 # distilled student is simply shown the teacher's correct carries. What does not carry over: our "RL" is 20
 # steps on a toy, R1-Zero-Qwen-32B ran over 10k steps; R1 distilled 800k samples of long, varied reasoning, we
 # distil short fixed-format traces; and we did not tune GRPO for the small student (it runs with chapter 10's
-# settings). R1 also notes what we cannot test here: distillation
+# settings). At `full` (3-digit addition, a larger student, more RL steps; `distill_r1_full`, read above when
+# the notebook runs at that scale) every method brings the student to the ceiling: the task saturates, that
+# run cannot rank them, and the finding rests on the `tiny` run. R1 also notes what we cannot test here: distillation
 # gives a student the teacher's abilities, and going beyond the teacher still needs RL (on top of a distilled
 # model).
 #
