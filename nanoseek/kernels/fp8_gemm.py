@@ -89,7 +89,7 @@ if triton is not None:
         rows = tl.minimum(grid_m - first_m, GROUP_M)
         return first_m + (tile % (GROUP_M * grid_n)) % rows, (tile % (GROUP_M * grid_n)) // rows
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["num_programs"])  # one binary for every grid size
     def _fp8_gemm_tma_kernel(A, B, C, SA, SB, M, N, K, num_programs,
                              stride_sam, stride_sak, stride_sbn, stride_sbk,
                              B_BLOCK_ROWS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -185,6 +185,8 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 3
 
 
+LAST_LAUNCH: dict = {}  # the last explicit-config launch's compiled kernel: registers, spills, shared memory
+
 _CONFIG_KEYS = {"BLOCK_M", "BLOCK_N", "GROUP_M", "num_warps", "num_stages", "persistent", "flatten",
                 "warp_specialize"}
 
@@ -243,15 +245,16 @@ def fp8_gemm(a: torch.Tensor, sa: torch.Tensor, b: torch.Tensor, sb: torch.Tenso
     if (persistent or flatten or ws) and not (tma and not pipelined):
         raise ValueError("fp8_gemm: persistent, flatten and warp_specialize belong to the TMA kernel (tma=True)")
     if tma and pipelined:
-        _fp8_gemm_tma_pipelined_kernel[(tiles,)](a, b, c, sa, sb, M, N, K, *scale_strides, B_BLOCK_ROWS=block_rows,
+        k = _fp8_gemm_tma_pipelined_kernel[(tiles,)](a, b, c, sa, sb, M, N, K, *scale_strides, B_BLOCK_ROWS=block_rows,
                                                  **meta, **launch)
     elif tma:
         n_prog = min(tiles, _num_sms(a.device)) if persistent else tiles
-        _fp8_gemm_tma_kernel[(n_prog,)](a, b, c, sa, sb, M, N, K, n_prog, *scale_strides, B_BLOCK_ROWS=block_rows,
+        k = _fp8_gemm_tma_kernel[(n_prog,)](a, b, c, sa, sb, M, N, K, n_prog, *scale_strides, B_BLOCK_ROWS=block_rows,
                                         FLATTEN=flatten, WARP_SPECIALIZE=ws, **meta, **launch)
     else:
-        _fp8_gemm_kernel[(tiles,)](a, b, c, sa, sb, M, N, K, a.stride(0), b.stride(0), c.stride(0), *scale_strides,
-                                   B_BLOCK_ROWS=block_rows, **meta, **launch)
+        k = _fp8_gemm_kernel[(tiles,)](a, b, c, sa, sb, M, N, K, a.stride(0), b.stride(0), c.stride(0),
+                                       *scale_strides, B_BLOCK_ROWS=block_rows, **meta, **launch)
+    LAST_LAUNCH["kernel"] = k
     return c
 
 
