@@ -243,10 +243,7 @@ def probe_main(names: list[str]) -> None:
         print(f"PROBE\t{name}\t{res}", flush=True)
 
 
-def probe_variants(names: list[str]) -> dict[str, str]:
-    """Compile every variant in child processes first, so that a variant that crashes the compiler or the
-    GPU context (it has happened with new Triton options) costs only itself. The children fill Triton's disk
-    cache, so the parent's launches reuse their binaries."""
+def _probe_chunk(names: list[str]) -> dict[str, str]:
     status: dict[str, str] = {}
     left = list(names)
     while left:
@@ -269,6 +266,19 @@ def probe_variants(names: list[str]) -> dict[str, str]:
     return status
 
 
+def probe_variants(names: list[str], jobs: int = 4) -> dict[str, str]:
+    """Compile and run every variant in child processes first (`jobs` at a time: compiling is single-threaded
+    and the GPU machine has 16 cores), so that a variant that crashes the compiler or the GPU context costs
+    only itself. The children fill Triton's disk cache, so the parent's launches reuse their binaries."""
+    from concurrent.futures import ThreadPoolExecutor
+    chunks = [names[i::jobs] for i in range(jobs) if names[i::jobs]]
+    status: dict[str, str] = {}
+    with ThreadPoolExecutor(len(chunks)) as pool:
+        for part in pool.map(_probe_chunk, chunks):
+            status.update(part)
+    return {n: status[n] for n in names}
+
+
 def cell(r: dict, key: str = "tflops") -> str:
     if "error" in r:
         return "wrong" if r["error"].startswith("wrong") else "failed"
@@ -281,6 +291,7 @@ def main() -> None:
     ap.add_argument("--name", default="fp8_gemm")
     ap.add_argument("--shortlist", type=int, default=3, help="best sweep variants run on every shape")
     ap.add_argument("--no-probe", action="store_true", help="skip compiling the variants in a child process first")
+    ap.add_argument("--jobs", type=int, default=4, help="probe processes compiling at once")
     ap.add_argument("--probe", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.probe:
@@ -315,7 +326,7 @@ def main() -> None:
     except RuntimeError:
         check = None
     t_probe = time.perf_counter()
-    probed = {} if args.no_probe else probe_variants(list(variants))
+    probed = {} if args.no_probe else probe_variants(list(variants), args.jobs)
     probe_s = time.perf_counter() - t_probe
     print(f"probe: {sum(v.startswith('ok') for v in probed.values())} of {len(probed)} variants compiled and ran "
           f"({probe_s:.0f} s)", flush=True)
