@@ -66,3 +66,43 @@ def test_fp8_gemm_rejects_bad_config():
         fp8_gemm(xq.data, xq.scale, wq.data, wq.scale, config=dict(BLOCKM=16))
     with pytest.raises(ValueError, match="persistent"):
         fp8_gemm(xq.data, xq.scale, wq.data, wq.scale, config=dict(persistent=True))
+
+
+MLA_CASES = [  # (B, H, C, R, S, settings): masked heads, ragged chunks, one token, views of longer buffers
+    (2, 32, 64, 16, 300, dict(block_h=16, block_n=16)),
+    (1, 20, 24, 6, 70, dict(block_h=16, block_n=16, num_splits=3)),
+    (2, 32, 64, 16, 300, dict(block_h=16, block_n=32, lazy_rescale=True)),
+    (1, 16, 32, 8, 1, dict(block_h=16, block_n=16)),
+]
+
+
+@pytest.mark.parametrize("B,H,C,R,S,kw", MLA_CASES)
+def test_mla_decode_kernel_matches_einsum(B, H, C, R, S, kw):
+    """fp16 here: the interpreter reads bf16 tensors wrongly (errors of 1e8 for the unchanged kernel too);
+    on the GPU, tests/test_mla_triton.py checks bf16."""
+    from nanoseek.kernels import mla_decode as K
+    g = torch.Generator().manual_seed(0)
+    r = lambda *shape: torch.randn(*shape, generator=g).half()  # noqa: E731
+    q, qp = 3 * r(B, H, C), r(B, H, R)          # peaky scores: the running maximum moves, rescaling matters
+    ckv, kpe = r(B, S + 3, C)[:, :S], r(B, S + 3, R)[:, :S]
+    ref = K.mla_decode_einsum(q.float(), qp.float(), ckv.float(), kpe.float(), 0.3)
+    out = K.mla_decode_triton(q, qp, ckv, kpe, 0.3, **kw)
+    ein = (K.mla_decode_einsum(q, qp, ckv, kpe, 0.3).float() - ref).abs().max().item()
+    assert (out.float() - ref).abs().max().item() <= max(ein, 2e-3)
+
+
+def test_mla_decode_bf16_partials_stay_close():
+    """bf16 partial outputs (half the split traffic) cost accuracy: measured, bounded by the fp16 einsum's."""
+    from nanoseek.kernels import mla_decode as K
+    g = torch.Generator().manual_seed(1)
+    r = lambda *shape: torch.randn(*shape, generator=g).half()  # noqa: E731
+    q, qp, ckv, kpe = 3 * r(2, 32, 64), r(2, 32, 16), r(2, 300, 64), r(2, 300, 16)
+    ref = K.mla_decode_einsum(q.float(), qp.float(), ckv.float(), kpe.float(), 0.3)
+    kw = dict(block_h=16, block_n=16, num_splits=4)
+    fp32 = (K.mla_decode_triton(q, qp, ckv, kpe, 0.3, **kw).float() - ref).abs().max().item()
+    bf16 = (K.mla_decode_triton(q, qp, ckv, kpe, 0.3, partial_dtype=torch.bfloat16, **kw).float() - ref
+            ).abs().max().item()
+    ein = (K.mla_decode_einsum(q, qp, ckv, kpe, 0.3).float() - ref).abs().max().item()
+    assert fp32 < bf16 <= ein
+    with pytest.raises(ValueError, match="partial_dtype"):
+        K.mla_decode_triton(q, qp, ckv, kpe, 0.3, partial_dtype=torch.float16, **kw)

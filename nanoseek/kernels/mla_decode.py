@@ -51,10 +51,13 @@ if triton is not None:
         stride_ob, stride_os, stride_oh, stride_lb, stride_ls,
         H: tl.constexpr, C: tl.constexpr, R: tl.constexpr,
         BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, C_PAD: tl.constexpr, R_PAD: tl.constexpr,
+        LAZY_RESCALE: tl.constexpr = False,
     ):
-        b = tl.program_id(0)
-        hb = tl.program_id(1)
-        sp = tl.program_id(2)
+        # program (head block, chunk, sequence): neighbouring programs are the head blocks of one chunk, so
+        # they read the same cache tiles at about the same time and all but the first find them in L2
+        hb = tl.program_id(0)
+        sp = tl.program_id(1)
+        b = tl.program_id(2)
         heads = hb * BLOCK_H + tl.arange(0, BLOCK_H)
         offs_c = tl.arange(0, C_PAD)
         offs_r = tl.arange(0, R_PAD)
@@ -71,7 +74,7 @@ if triton is not None:
         m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
         l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
         acc = tl.zeros([BLOCK_H, C_PAD], dtype=tl.float32)
-        for n0 in range(0, split_len, BLOCK_N):  # split_len is a multiple of BLOCK_N
+        for n0 in range(0, end - start, BLOCK_N):  # the chunk's tiles; only the last can be ragged
             offs_n = start + n0 + tl.arange(0, BLOCK_N)
             mask_n = offs_n < end
             # one tile of the caches, read once for every head of the block: (BLOCK_N, C), (BLOCK_N, R)
@@ -82,15 +85,27 @@ if triton is not None:
             s = tl.dot(q, tl.trans(kv)) + tl.dot(qp, tl.trans(kp))  # (BLOCK_H, BLOCK_N), fp32
             s = tl.where(mask_n[None, :], s * scale_log2, float("-inf"))  # base-2 logits
             m_new = tl.maximum(m_i, tl.max(s, 1))
-            alpha = tl.exp2(m_i - m_new)
-            p = tl.exp2(s - m_new[:, None])
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(kv.dtype), kv)  # the same tile, reused as values
-            m_i = m_new
+            if LAZY_RESCALE:
+                # rescale the (BLOCK_H, C) accumulator only when some head's maximum grew by more than 2^8;
+                # otherwise keep the old maximum: p may then reach 2^8, harmless in fp32 sums and bf16 weights
+                if tl.max(m_new - m_i, 0) > 8.0:
+                    alpha = tl.exp2(m_i - m_new)
+                    acc = acc * alpha[:, None]
+                    l_i = l_i * alpha
+                    m_i = m_new
+                p = tl.exp2(s - m_i[:, None])
+                l_i = l_i + tl.sum(p, 1)
+                acc = acc + tl.dot(p.to(kv.dtype), kv)
+            else:
+                alpha = tl.exp2(m_i - m_new)
+                p = tl.exp2(s - m_new[:, None])
+                l_i = l_i * alpha + tl.sum(p, 1)
+                acc = acc * alpha[:, None] + tl.dot(p.to(kv.dtype), kv)  # the same tile, reused as values
+                m_i = m_new
         o = acc / l_i[:, None]
         lse = m_i + tl.log2(l_i)
-        tl.store(O_PART + b * stride_ob + sp * stride_os + heads[:, None] * stride_oh + offs_c[None, :], o,
-                 mask=mask_h[:, None] & mask_c[None, :])
+        tl.store(O_PART + b * stride_ob + sp * stride_os + heads[:, None] * stride_oh + offs_c[None, :],
+                 o.to(O_PART.dtype.element_ty), mask=mask_h[:, None] & mask_c[None, :])
         tl.store(LSE_PART + b * stride_lb + sp * stride_ls + heads, lse, mask=mask_h)
 
     @triton.jit
@@ -112,7 +127,8 @@ if triton is not None:
         acc = tl.zeros([C_PAD], dtype=tl.float32)
         for sp in range(0, num_splits):
             w = tl.exp2(tl.load(lse_ptr + sp * stride_ls) - m)
-            o = tl.load(O_PART + b * stride_ob + sp * stride_os + h * stride_oh + offs_c, mask=mask_c, other=0.0)
+            o = tl.load(O_PART + b * stride_ob + sp * stride_os + h * stride_oh + offs_c, mask=mask_c,
+                        other=0.0).to(tl.float32)
             denom += w
             acc += w * o
         tl.store(OUT + b * stride_outb + h * stride_outh + offs_c, (acc / denom).to(OUT.dtype.element_ty),
@@ -128,20 +144,29 @@ def _default_splits(batch: int, head_blocks: int, seq_len: int, n_sm: int, min_c
 
 
 # Launch settings (tuned on an H200 with DeepSeek-V3 shapes by benchmarks/mla_decode.py --tune).
-DEFAULTS = dict(block_h=64, block_n=64, num_warps=8, num_stages=2, min_chunk=256, waves=1)
+# lazy_rescale: skip the accumulator's rescaling unless a maximum grew by more than 2^8 (FlashAttention-4's
+# trick); partial_dtype: the chunks' partial outputs (float32, or bfloat16 to halve their traffic).
+DEFAULTS = dict(block_h=64, block_n=64, num_warps=8, num_stages=2, min_chunk=256, waves=1, lazy_rescale=False,
+                partial_dtype=torch.float32)
 
 
 def mla_decode_triton(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tensor, k_pe: torch.Tensor,
                       softmax_scale: float, num_splits: int | None = None, block_h: int | None = None,
                       block_n: int | None = None, num_warps: int | None = None,
-                      num_stages: int | None = None) -> torch.Tensor:
-    """The fused kernel. Shapes as ``mla_decode_einsum``; caches may be views of longer buffers."""
+                      num_stages: int | None = None, lazy_rescale: bool | None = None,
+                      partial_dtype: torch.dtype | None = None, min_chunk: int | None = None,
+                      waves: int | None = None) -> torch.Tensor:
+    """The fused kernel. Shapes as ``mla_decode_einsum``; caches may be views of longer buffers. Settings left
+    as None come from ``DEFAULTS``; ``num_splits`` (chunks of the context) from ``min_chunk`` and ``waves``."""
     if triton is None:
         raise RuntimeError("mla_decode_triton needs Triton (a CUDA build of torch ships it)")
-    block_h = DEFAULTS["block_h"] if block_h is None else block_h
-    block_n = DEFAULTS["block_n"] if block_n is None else block_n
-    num_warps = DEFAULTS["num_warps"] if num_warps is None else num_warps
-    num_stages = DEFAULTS["num_stages"] if num_stages is None else num_stages
+    pick = lambda value, key: DEFAULTS[key] if value is None else value  # noqa: E731
+    block_h, block_n = pick(block_h, "block_h"), pick(block_n, "block_n")
+    num_warps, num_stages = pick(num_warps, "num_warps"), pick(num_stages, "num_stages")
+    lazy_rescale, partial_dtype = pick(lazy_rescale, "lazy_rescale"), pick(partial_dtype, "partial_dtype")
+    min_chunk, waves = pick(min_chunk, "min_chunk"), pick(waves, "waves")
+    if partial_dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError(f"partial_dtype must be torch.float32 or torch.bfloat16, got {partial_dtype}")
     if q_lat.dtype not in (torch.bfloat16, torch.float16) or any(t.dtype != q_lat.dtype for t in (q_pe, c_kv, k_pe)):
         # float32 through this kernel disagreed with the einsum path on the H200 (Triton 3.6, see the chapter)
         raise TypeError(f"mla_decode_triton takes bf16 or fp16 tensors of one dtype, got q_lat {q_lat.dtype}, "
@@ -160,19 +185,19 @@ def mla_decode_triton(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tenso
     head_blocks = triton.cdiv(H, block_h)
     if num_splits is None:
         n_sm = torch.cuda.get_device_properties(q_lat.device).multi_processor_count if q_lat.is_cuda else 8
-        num_splits = _default_splits(B, head_blocks, S, n_sm, DEFAULTS["min_chunk"], DEFAULTS["waves"])
+        num_splits = _default_splits(B, head_blocks, S, n_sm, min_chunk, waves)
     split_len = triton.cdiv(triton.cdiv(S, num_splits), block_n) * block_n
     num_splits = triton.cdiv(S, split_len)  # no empty chunk
-    o_part = torch.empty(B, num_splits, H, C, device=q_lat.device, dtype=torch.float32)
+    o_part = torch.empty(B, num_splits, H, C, device=q_lat.device, dtype=partial_dtype)
     lse_part = torch.empty(B, num_splits, H, device=q_lat.device, dtype=torch.float32)
     C_PAD, R_PAD = max(16, triton.next_power_of_2(C)), max(16, triton.next_power_of_2(R))  # tl.dot: K >= 16
-    _mla_decode_split_kernel[(B, head_blocks, num_splits)](
+    _mla_decode_split_kernel[(head_blocks, num_splits, B)](
         q_lat, q_pe, c_kv, k_pe, o_part, lse_part,
         S, split_len, softmax_scale * 1.4426950408889634,  # log2(e): the kernel uses exp2
         q_lat.stride(0), q_lat.stride(1), q_pe.stride(0), q_pe.stride(1),
         c_kv.stride(0), c_kv.stride(1), k_pe.stride(0), k_pe.stride(1),
         o_part.stride(0), o_part.stride(1), o_part.stride(2), lse_part.stride(0), lse_part.stride(1),
-        H=H, C=C, R=R, BLOCK_H=block_h, BLOCK_N=block_n, C_PAD=C_PAD, R_PAD=R_PAD,
+        H=H, C=C, R=R, BLOCK_H=block_h, BLOCK_N=block_n, C_PAD=C_PAD, R_PAD=R_PAD, LAZY_RESCALE=lazy_rescale,
         num_warps=num_warps, num_stages=num_stages,
     )
     out = torch.empty(B, H, C, device=q_lat.device, dtype=q_lat.dtype)
