@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sweep_probe
 
 import torch
 
@@ -227,6 +228,7 @@ PROBE_SHAPE = (256, 384, 2048)  # every size and stride a multiple of 16, as at 
 
 def probe_main(names: list[str]) -> None:
     """Child process: compile and run each variant once at a small shape; one PROBE line per variant."""
+    from sweep_probe import probe_line
     smoke = not torch.cuda.is_available()  # the CPU smoke run probes its interpreter-sized variants
     dev = torch.device("cpu" if smoke else "cuda")
     op = operands(*((80, 200, 256) if smoke else PROBE_SHAPE), dev, torch.float32 if smoke else torch.bfloat16)
@@ -240,43 +242,14 @@ def probe_main(names: list[str]) -> None:
             res = f"ok {calc_diff(out, op['ref']):.2e}"
         except Exception as err:  # noqa: BLE001
             res = f"error: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
-        print(f"PROBE\t{name}\t{res}", flush=True)
-
-
-def _probe_chunk(names: list[str]) -> dict[str, str]:
-    status: dict[str, str] = {}
-    left = list(names)
-    while left:
-        try:
-            proc = subprocess.run([sys.executable, __file__, "--probe", *left], capture_output=True, text=True,
-                                  timeout=900)
-            out, err, rc = proc.stdout, proc.stderr, proc.returncode
-        except subprocess.TimeoutExpired as e:
-            out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-            err, rc = "", "timeout"
-        for line in out.splitlines():
-            if line.startswith("PROBE\t"):
-                _, name, res = line.split("\t", 2)
-                status[name] = res
-        left = [n for n in left if n not in status]
-        if left:  # the child died on the first one it did not report
-            tail = (err.strip().splitlines() or [""])[-1][:160]
-            status[left[0]] = f"error: crashed the probe process (exit {rc}): {tail}"
-            left = left[1:]
-    return status
+        probe_line(name, res)
 
 
 def probe_variants(names: list[str], jobs: int = 4) -> dict[str, str]:
-    """Compile and run every variant in child processes first (`jobs` at a time: compiling is single-threaded
-    and the GPU machine has 16 cores), so that a variant that crashes the compiler or the GPU context costs
-    only itself. The children fill Triton's disk cache, so the parent's launches reuse their binaries."""
-    from concurrent.futures import ThreadPoolExecutor
-    chunks = [names[i::jobs] for i in range(jobs) if names[i::jobs]]
-    status: dict[str, str] = {}
-    with ThreadPoolExecutor(len(chunks)) as pool:
-        for part in pool.map(_probe_chunk, chunks):
-            status.update(part)
-    return {n: status[n] for n in names}
+    """Every variant compiled and run once in child processes first (`benchmarks/sweep_probe.py`), `jobs` at a
+    time: compiling is single-threaded and the GPU machine has 16 cores."""
+    from sweep_probe import probe_in_children
+    return probe_in_children(__file__, names, jobs)
 
 
 def cell(r: dict, key: str = "tflops") -> str:

@@ -52,6 +52,7 @@ if triton is not None:
         H: tl.constexpr, C: tl.constexpr, R: tl.constexpr,
         BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, C_PAD: tl.constexpr, R_PAD: tl.constexpr,
         LAZY_RESCALE: tl.constexpr = False,
+        ABLATE: tl.constexpr = 0,  # benchmarks only: 1 no P·V, 2 no softmax, 3 loads only (wrong outputs)
     ):
         # program (head block, chunk, sequence): neighbouring programs are the head blocks of one chunk, so
         # they read the same cache tiles at about the same time and all but the first find them in L2
@@ -82,26 +83,40 @@ if triton is not None:
                          mask=mask_n[:, None] & mask_c[None, :], other=0.0)
             kp = tl.load(KPE + b * stride_kb + offs_n[:, None] * stride_ks + offs_r[None, :],
                          mask=mask_n[:, None] & mask_r[None, :], other=0.0)
-            s = tl.dot(q, tl.trans(kv)) + tl.dot(qp, tl.trans(kp))  # (BLOCK_H, BLOCK_N), fp32
-            s = tl.where(mask_n[None, :], s * scale_log2, float("-inf"))  # base-2 logits
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            if LAZY_RESCALE:
-                # rescale the (BLOCK_H, C) accumulator only when some head's maximum grew by more than 2^8;
-                # otherwise keep the old maximum: p may then reach 2^8, harmless in fp32 sums and bf16 weights
-                if tl.max(m_new - m_i, 0) > 8.0:
-                    alpha = tl.exp2(m_i - m_new)
-                    acc = acc * alpha[:, None]
-                    l_i = l_i * alpha
-                    m_i = m_new
-                p = tl.exp2(s - m_i[:, None])
-                l_i = l_i + tl.sum(p, 1)
-                acc = acc + tl.dot(p.to(kv.dtype), kv)
+            if ABLATE == 3:  # what reading the tiles alone costs
+                acc += tl.sum(kv.to(tl.float32), 0)[None, :]
+                l_i += 1.0 + 0.0 * tl.sum(tl.sum(kp.to(tl.float32), 1), 0)  # keeps the RoPE load alive
+                m_i = tl.zeros([BLOCK_H], dtype=tl.float32)
+            elif ABLATE == 2:  # the two matmuls and the loads, no softmax
+                s = tl.dot(q, tl.trans(kv)) + tl.dot(qp, tl.trans(kp))
+                acc += tl.dot(s.to(kv.dtype), kv)
+                l_i += 1.0
+                m_i = tl.zeros([BLOCK_H], dtype=tl.float32)
             else:
-                alpha = tl.exp2(m_i - m_new)
-                p = tl.exp2(s - m_new[:, None])
-                l_i = l_i * alpha + tl.sum(p, 1)
-                acc = acc * alpha[:, None] + tl.dot(p.to(kv.dtype), kv)  # the same tile, reused as values
-                m_i = m_new
+                s = tl.dot(q, tl.trans(kv)) + tl.dot(qp, tl.trans(kp))  # (BLOCK_H, BLOCK_N), fp32
+                s = tl.where(mask_n[None, :], s * scale_log2, float("-inf"))  # base-2 logits
+                m_new = tl.maximum(m_i, tl.max(s, 1))
+                if ABLATE == 1:  # scores and softmax statistics; no P·V matmul, no rescaling of the accumulator
+                    l_i = l_i * tl.exp2(m_i - m_new) + tl.sum(tl.exp2(s - m_new[:, None]), 1)
+                    m_i = m_new
+                elif LAZY_RESCALE:
+                    # rescale the (BLOCK_H, C) accumulator only when some head's maximum grew by more than
+                    # 2^8; otherwise keep the old maximum: p may then reach 2^8, harmless in fp32 sums and
+                    # in bf16 weights
+                    if tl.max(m_new - m_i, 0) > 8.0:
+                        alpha = tl.exp2(m_i - m_new)
+                        acc = acc * alpha[:, None]
+                        l_i = l_i * alpha
+                        m_i = m_new
+                    p = tl.exp2(s - m_i[:, None])
+                    l_i = l_i + tl.sum(p, 1)
+                    acc = acc + tl.dot(p.to(kv.dtype), kv)
+                else:
+                    alpha = tl.exp2(m_i - m_new)
+                    p = tl.exp2(s - m_new[:, None])
+                    l_i = l_i * alpha + tl.sum(p, 1)
+                    acc = acc * alpha[:, None] + tl.dot(p.to(kv.dtype), kv)  # the same tile, reused as values
+                    m_i = m_new
         o = acc / l_i[:, None]
         lse = m_i + tl.log2(l_i)
         tl.store(O_PART + b * stride_ob + sp * stride_os + heads[:, None] * stride_oh + offs_c[None, :],
@@ -155,7 +170,7 @@ def mla_decode_triton(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tenso
                       block_n: int | None = None, num_warps: int | None = None,
                       num_stages: int | None = None, lazy_rescale: bool | None = None,
                       partial_dtype: torch.dtype | None = None, min_chunk: int | None = None,
-                      waves: int | None = None) -> torch.Tensor:
+                      waves: int | None = None, _ablate: int = 0) -> torch.Tensor:
     """The fused kernel. Shapes as ``mla_decode_einsum``; caches may be views of longer buffers. Settings left
     as None come from ``DEFAULTS``; ``num_splits`` (chunks of the context) from ``min_chunk`` and ``waves``."""
     if triton is None:
@@ -198,7 +213,7 @@ def mla_decode_triton(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tenso
         c_kv.stride(0), c_kv.stride(1), k_pe.stride(0), k_pe.stride(1),
         o_part.stride(0), o_part.stride(1), o_part.stride(2), lse_part.stride(0), lse_part.stride(1),
         H=H, C=C, R=R, BLOCK_H=block_h, BLOCK_N=block_n, C_PAD=C_PAD, R_PAD=R_PAD, LAZY_RESCALE=lazy_rescale,
-        num_warps=num_warps, num_stages=num_stages,
+        ABLATE=_ablate, num_warps=num_warps, num_stages=num_stages,
     )
     out = torch.empty(B, H, C, device=q_lat.device, dtype=q_lat.dtype)
     _mla_decode_combine_kernel[(B, H)](
