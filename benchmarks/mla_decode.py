@@ -104,16 +104,17 @@ def matmul_peak(dev) -> tuple[float, int]:
 
 def sweep_configs(smoke: bool) -> dict[str, dict]:
     """name -> keyword settings of `mla_decode_triton` (the tile sweep; splits are swept at run time)."""
-    def name(h, n, w, s, lazy=False, bf16=False):
-        return f"h{h} n{n} w{w} s{s}" + (" lazy" if lazy else "") + (" bf16-partials" if bf16 else "")
+    def name(h, n, w, s, lazy=False, bf16=False, tma=False):
+        return (f"h{h} n{n} w{w} s{s}" + (" tma" if tma else "") + (" lazy" if lazy else "")
+                + (" bf16-partials" if bf16 else ""))
 
-    def kw(h, n, w, s, lazy=False, bf16=False):
+    def kw(h, n, w, s, lazy=False, bf16=False, tma=False):
         return dict(block_h=h, block_n=n, num_warps=w, num_stages=s, lazy_rescale=lazy,
-                    partial_dtype=torch.bfloat16 if bf16 else torch.float32)
+                    partial_dtype=torch.bfloat16 if bf16 else torch.float32, tma=tma)
 
     if smoke:
         tiles = [(16, 16, 4, 1, False, False), (16, 32, 4, 2, False, False), (32, 16, 4, 2, True, False),
-                 (16, 16, 4, 1, False, True)]
+                 (16, 16, 4, 1, False, True), (16, 32, 4, 2, False, False, True)]
     else:
         tiles = [(64, n, w, s, False, False) for n, w, s in [(32, 8, 1), (32, 8, 2), (32, 8, 3), (64, 8, 1),
                                                                (64, 8, 2), (64, 8, 3), (128, 8, 1), (128, 8, 2),
@@ -124,6 +125,11 @@ def sweep_configs(smoke: bool) -> dict[str, dict]:
         tiles += [(h, n, w, s, True, False) for h, n, w, s in [(64, 32, 8, 2), (64, 64, 8, 2), (64, 64, 8, 3),
                                                                (32, 128, 8, 2)]]
         tiles += [(h, n, w, s, False, True) for h, n, w, s in [(64, 64, 8, 2), (32, 128, 8, 2)]]
+        # the TMA kernel: tiles by descriptor, the latent in two halves with an accumulator each
+        tiles += [(h, n, w, s, lazy, False, True) for h, n, w, s, lazy in [
+            (64, 32, 8, 1, False), (64, 32, 8, 2, False), (64, 32, 8, 3, False), (64, 64, 8, 1, False),
+            (64, 64, 8, 2, False), (128, 32, 16, 1, False), (128, 32, 16, 2, False), (64, 64, 8, 2, True),
+            (64, 32, 8, 2, True), (32, 64, 4, 2, False)]]
     return {name(*t): kw(*t) for t in tiles}
 
 
@@ -213,9 +219,10 @@ def sweep(B: int, S: int, dims: dict, dev, dtype, probed: dict[str, str], notes:
     if " + " in best:
         best_kw.update(min_chunk=int(best.split("chunk ")[1].split()[0]), waves=int(best.split("waves ")[1]))
     ablations = {}
+    abl_kw = dict(best_kw, tma=False)  # the ablations live in the pointer kernel
     for code, what in [(1, "no P·V matmul"), (2, "no softmax"), (3, "tile loads only")]:
         try:
-            ms = bench(lambda: K.mla_decode_triton(q, qp, ckv, kpe, sc, _ablate=code, **best_kw), graph=True)
+            ms = bench(lambda: K.mla_decode_triton(q, qp, ckv, kpe, sc, _ablate=code, **abl_kw), graph=True)
             ablations[what] = ms * 1e3
         except Exception as e:  # noqa: BLE001
             ablations[what] = f"{type(e).__name__}"
@@ -225,7 +232,7 @@ def sweep(B: int, S: int, dims: dict, dev, dtype, probed: dict[str, str], notes:
                  f"default {results['package default'].get('us', float('nan')):.1f} µs; best `{best}` "
                  f"{rb.get('us', float('nan')):.1f} µs ({rb.get('tflops', float('nan')):.0f} TFLOP/s, max error "
                  f"{rb.get('max_err_fp32', float('nan')):.2e} against float32 einsums; the bf16 einsums' own: "
-                 f"{ein_err:.2e}). Ablations of the best: " + ", ".join(
+                 f"{ein_err:.2e}). Ablations of the best (pointer kernel, its tile settings): " + ", ".join(
                      f"{k} {v:.1f} µs" if isinstance(v, float) else f"{k} failed ({v})" for k, v in ablations.items()))
     print(notes[-1], flush=True)
     del q, qp, ckv, kpe, ref
@@ -454,7 +461,7 @@ def report(rows, paths, copy_tbs, peak, peak_n, tuned, notes, sweeps, H, c, r, h
         for b, sw in sweeps.items():
             res = sw["results"]
             lines += ["", f"Batch {b}, context {sw['context']} (accuracy limit {sw['accuracy_limit']:.2e}; best "
-                      f"`{sw['best']}`). Ablations of the best: " + ", ".join(
+                      f"`{sw['best']}`). Ablations of the best (pointer kernel, its tile settings): " + ", ".join(
                           f"{k} {v:.1f} µs" if isinstance(v, float) else f"{k}: {v}" for k, v in sw["ablations_us"].items()),
                       "", "| setting | µs | TFLOP/s | max error | note |", "| --- | ---: | ---: | ---: | --- |"]
             order = sorted(res, key=lambda n: res[n].get("us", float("inf")))

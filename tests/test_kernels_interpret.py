@@ -73,6 +73,9 @@ MLA_CASES = [  # (B, H, C, R, S, settings): masked heads, ragged chunks, one tok
     (1, 20, 24, 6, 70, dict(block_h=16, block_n=16, num_splits=3)),
     (2, 32, 64, 16, 300, dict(block_h=16, block_n=32, lazy_rescale=True)),
     (1, 16, 32, 8, 1, dict(block_h=16, block_n=16)),
+    (2, 32, 64, 16, 300, dict(block_h=16, block_n=16, tma=True)),
+    (1, 20, 48, 8, 70, dict(block_h=16, block_n=16, num_splits=3, tma=True, lazy_rescale=True)),
+    (1, 16, 64, 16, 1, dict(block_h=16, block_n=16, tma=True)),
 ]
 
 
@@ -106,3 +109,17 @@ def test_mla_decode_bf16_partials_stay_close():
     assert fp32 < bf16 <= ein
     with pytest.raises(ValueError, match="partial_dtype"):
         K.mla_decode_triton(q, qp, ckv, kpe, 0.3, partial_dtype=torch.float16, **kw)
+
+
+@pytest.mark.parametrize("tma", [False, True])
+def test_mla_decode_ignores_garbage_past_the_context(tma):
+    """A preallocated cache holds anything past the context (NaN here): no kernel may let it in."""
+    from nanoseek.kernels import mla_decode as K
+    g = torch.Generator().manual_seed(2)
+    r = lambda *shape: torch.randn(*shape, generator=g).half()  # noqa: E731
+    q, qp, c_buf, k_buf = r(2, 32, 64), r(2, 32, 16), r(2, 70, 64), r(2, 70, 16)
+    c_buf[:, 40:], k_buf[:, 40:] = float("nan"), float("nan")
+    ckv, kpe = c_buf[:, :40], k_buf[:, :40]
+    ref = K.mla_decode_einsum(q.float(), qp.float(), ckv.float(), kpe.float(), 0.3)
+    out = K.mla_decode_triton(q, qp, ckv, kpe, 0.3, block_h=16, block_n=32, tma=tma)
+    assert (out.float() - ref).abs().max().item() < 2e-3

@@ -74,7 +74,9 @@ def test_mla_module_triton_backend_decodes_like_einsum():
     dict(block_h=64, block_n=64, num_warps=8, num_stages=2, lazy_rescale=True),
     dict(block_h=32, block_n=128, num_warps=8, num_stages=2, min_chunk=128, waves=2),
     dict(block_h=128, block_n=32, num_warps=16, num_stages=1),
-], ids=["h64n32s3", "lazy", "h32n128-splits", "h128w16"])
+    dict(block_h=64, block_n=64, num_warps=8, num_stages=2, tma=True),
+    dict(block_h=64, block_n=32, num_warps=8, num_stages=2, tma=True, lazy_rescale=True),
+], ids=["h64n32s3", "lazy", "h32n128-splits", "h128w16", "tma", "tma-lazy"])
 @pytest.mark.parametrize("B,S", [(4, 3000), (1, 8192)])
 def test_swept_settings_match_einsum(kw, B, S):
     """The settings benchmarks/mla_decode.py sweeps (a setting that runs out of shared memory is skipped:
@@ -94,3 +96,11 @@ def test_bf16_partials_within_einsum_error():
     ein = (K.mla_decode_einsum(q, qp, ckv, kpe, 0.1).float() - ref).abs().max().item()
     out = K.mla_decode_triton(q, qp, ckv, kpe, 0.1, partial_dtype=torch.bfloat16, num_splits=16)
     assert (out.float() - ref).abs().max().item() <= max(2 * ein, 1e-2)
+
+
+@pytest.mark.parametrize("tma", [False, True])
+def test_garbage_past_the_context_stays_out(tma):
+    q, qp, c_buf, k_buf = _inputs(2, 128, 512, 64, 1000, 0, torch.bfloat16)
+    c_buf, k_buf = c_buf.clone(), k_buf.clone()
+    c_buf[:, 700:], k_buf[:, 700:] = float("nan"), float("nan")
+    _check_bf16(q, qp, c_buf[:, :700], k_buf[:, :700], 0.1, tma=tma)
