@@ -132,7 +132,7 @@ if triton is not None:
                  o.to(O_PART.dtype.element_ty), mask=mask_h[:, None] & mask_c[None, :])
         tl.store(LSE_PART + b * stride_lb + sp * stride_ls + heads, lse, mask=mask_h)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["B"])  # one binary for every batch size (B = 1 would be its own)
     def _mla_decode_split_tma_kernel(
         Q, QPE, CKV, KPE, O_PART, LSE_PART,
         seq_len, split_len, scale_log2, B,
