@@ -317,7 +317,8 @@ def main() -> None:
         print(f"sweep {name}: " + (r["error"] if "error" in r else f"{r['tflops']:.0f} TFLOP/s, calc_diff "
               f"{r['calc_diff']:.1e}, {r.get('n_regs', '?')} regs, {r.get('n_spills', '?')} spills, "
               f"{r.get('shared_kb', '?')} KB smem, first call {r['first_call_s']:.1f} s"), flush=True)
-    ranked = sorted((n for n, r in sweep.items() if "tflops" in r), key=lambda n: -sweep[n]["tflops"])
+    ranked = sorted((n for n, r in sweep.items() if "tflops" in r and "error" not in r),
+                    key=lambda n: -sweep[n]["tflops"])
     shortlist = ranked[:args.shortlist]
     for name in shortlist:  # the graph method for the best, and their row-major-scale twins
         try:
@@ -350,7 +351,7 @@ def main() -> None:
         for name in shortlist:
             tried[name] = sweep[name] if (M, N, K) == target else measure(
                 variant_call(op, variants[name]), op["ref"], dev, flops, reps)
-        ok = [n for n, r in tried.items() if "tflops" in r]
+        ok = [n for n, r in tried.items() if "tflops" in r and "error" not in r]
         if ok:
             pick = max(ok, key=lambda n: tried[n]["tflops"])
             row["fp8 blockwise (Triton, best variant)"] = {**tried[pick], "variant": pick}
