@@ -58,6 +58,7 @@ def sweep_variants(small: bool = False) -> dict[str, dict]:
         add("tma", 32, 64, 4, 2, persistent=True)
         add("tma", 16, 128, 4, 2, persistent=True, flatten=True)
         add("tma", 32, 32, 4, 2, persistent=True, warp_specialize=True)
+        add("tma", 32, 256, 4, 2, persistent=True, split_n=True)
         add("pipelined", 32, 32, 4, 2)
         v["deliberately broken (smoke)"] = dict(tma=True, pipelined=False, config=dict(BLOCK_M=32, BLOCKN=32))
         v["deliberately crashing (smoke)"] = dict(tma=True, pipelined=False, config={}, crash=True)
@@ -78,6 +79,11 @@ def sweep_variants(small: bool = False) -> dict[str, dict]:
     for m, n, w, s in [(128, 128, 8, 3), (128, 128, 8, 4), (128, 128, 4, 4), (128, 256, 8, 3)]:
         add("tma", m, n, w, s, persistent=True, warp_specialize=True)
     add("tma", 128, 128, 8, 4, persistent=True, flatten=True, warp_specialize=True)
+    # two column halves, an accumulator each: the second half's MMA can overlap the first half's promotion
+    for m, n, w, s in [(128, 128, 8, 3), (128, 128, 8, 4), (128, 256, 8, 3), (128, 256, 16, 3)]:
+        add("tma", m, n, w, s, split_n=True)
+    for m, n, w, s in [(128, 128, 8, 4), (128, 256, 8, 3), (128, 256, 16, 3)]:
+        add("tma", m, n, w, s, persistent=True, split_n=True)
     for m, n, w, s in [(64, 128, 4, 4), (128, 128, 8, 3)]:
         add("pipelined", m, n, w, s)
     return v
@@ -429,7 +435,7 @@ def report(rows, paths, sweep, ranked, shortlist, scale_layout, target, reps, sw
               "compiler or the GPU context costs only itself.", "",
               "Kind: pointers (the teaching kernel with fixed settings), tma (TMA descriptors; one program per "
               "tile, or `persistent`: one per SM looping over tiles; `flatten`, `warp_specialize`: Triton's "
-              "loop options), pipelined (promotion of slice k-1 after the MMA of slice k). BLOCK_M x BLOCK_N, "
+              "loop options; `split_n`: two column halves, two independent MMAs a slice), pipelined (promotion of slice k-1 after the MMA of slice k). BLOCK_M x BLOCK_N, "
               "warps, pipeline stages; column-major activation scales. Sorted by flush TFLOP/s.", "",
               "| variant | flush | graph | calc_diff | vs `_scaled_mm` | regs | spills | smem KB | first call s | "
               "error |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]

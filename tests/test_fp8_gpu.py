@@ -47,8 +47,9 @@ def test_triton_blockwise_matches_bf16_and_scaled_mm(M, N, K):
     (True, False, dict(BLOCK_M=128, BLOCK_N=128, GROUP_M=8, num_warps=8, num_stages=4)),
     (True, False, dict(BLOCK_M=128, BLOCK_N=256, GROUP_M=8, num_warps=8, num_stages=3, persistent=True)),
     (True, False, dict(BLOCK_M=64, BLOCK_N=128, GROUP_M=8, num_warps=4, num_stages=4, persistent=True)),
+    (True, False, dict(BLOCK_M=128, BLOCK_N=256, GROUP_M=8, num_warps=8, num_stages=3, split_n=True)),
     (True, True, dict(BLOCK_M=64, BLOCK_N=128, GROUP_M=8, num_warps=4, num_stages=4)),
-], ids=["pointers", "tma", "persistent-128x256", "persistent-64x128", "pipelined"])
+], ids=["pointers", "tma", "persistent-128x256", "persistent-64x128", "split-128x256", "pipelined"])
 @pytest.mark.parametrize("M,N,K", [(4096, 7168, 2048), (200, 2112, 7168)])
 def test_triton_explicit_configs_match_scaled_mm(tma, pipelined, config, M, N, K):
     """The launch settings the benchmark sweeps, column-major activation scales, ragged M."""

@@ -24,6 +24,8 @@ FP8_CONFIGS = [
     dict(kernel="tma", config=dict(BLOCK_M=32, BLOCK_N=64, GROUP_M=1, persistent=True)),
     dict(kernel="tma", config=dict(BLOCK_M=16, BLOCK_N=256, GROUP_M=2, persistent=True, flatten=True)),
     dict(kernel="tma", config=dict(BLOCK_M=32, BLOCK_N=128, GROUP_M=8, persistent=True, warp_specialize=True)),
+    dict(kernel="tma", config=dict(BLOCK_M=32, BLOCK_N=64, GROUP_M=2, split_n=True)),
+    dict(kernel="tma", config=dict(BLOCK_M=16, BLOCK_N=256, GROUP_M=2, persistent=True, split_n=True)),
     dict(kernel="tma pipelined", config=dict(BLOCK_M=32, BLOCK_N=32, GROUP_M=2)),
 ]
 
