@@ -117,8 +117,7 @@ def sweep_configs(smoke: bool) -> dict[str, dict]:
                  (16, 16, 4, 1, False, True), (16, 32, 4, 2, False, False, True)]
     else:
         tiles = [(64, n, w, s, False, False) for n, w, s in [(32, 8, 1), (32, 8, 2), (32, 8, 3), (64, 8, 1),
-                                                               (64, 8, 2), (64, 8, 3), (128, 8, 1), (128, 8, 2),
-                                                               (32, 4, 2), (64, 4, 2)]]
+                                                               (64, 8, 2), (64, 8, 3), (128, 8, 1), (128, 8, 2)]]
         tiles += [(32, n, w, s, False, False) for n, w, s in [(64, 4, 2), (64, 8, 2), (128, 4, 2), (128, 8, 2)]]
         # 128 heads a program: 16 warps hold the (128, 512) fp32 accumulator at 128 registers a thread
         tiles += [(128, n, 16, s, False, False) for n, s in [(32, 1), (32, 2), (64, 1)]]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Chapter 8 on the H200, about 250 s with the default stages (estimate; the last run's gemm stage took 120 s
-# and a training seed 41 s): FP8 GEMM correctness (tests/test_fp8_gpu.py, ~25 s), the GEMM paths' TFLOP/s on
-# DeepGEMM's shapes with the Triton variant sweep at 4096x7168x16384 (benchmarks/fp8_gemm.py, ~90 s: ~33
+# Chapter 8 on the H200, about 280 s with the default stages (estimate; the last run's gemm stage took 120 s
+# and a training seed 41 s): FP8 GEMM correctness (tests/test_fp8_gpu.py, ~45 s), the GEMM paths' TFLOP/s on
+# DeepGEMM's shapes with the Triton variant sweep at 4096x7168x16384 (benchmarks/fp8_gemm.py, ~100 s: 40
 # variants compiled by 4 probe processes at once, then timed), and the bf16-vs-FP8 training run at `full`,
 # 3 seeds, after a check of the FP8 layer's three GEMMs on real activations (benchmarks/fp8_train.py --gpu,
 # ~135 s). The chapter at `full` is not in the default (its training cells alone exceed this budget): run it
