@@ -42,6 +42,28 @@ def test_triton_blockwise_matches_bf16_and_scaled_mm(M, N, K):
     assert calc_diff(out, scaled_mm(xq, wq)) < 1e-5   # same FP8 operands: only accumulation order differs
 
 
+@pytest.mark.parametrize("tma,pipelined,config", [
+    (False, False, dict(BLOCK_M=128, BLOCK_N=128, GROUP_M=8, num_warps=8, num_stages=3)),
+    (True, False, dict(BLOCK_M=128, BLOCK_N=128, GROUP_M=8, num_warps=8, num_stages=4)),
+    (True, False, dict(BLOCK_M=128, BLOCK_N=256, GROUP_M=8, num_warps=8, num_stages=3, persistent=True)),
+    (True, False, dict(BLOCK_M=64, BLOCK_N=128, GROUP_M=8, num_warps=4, num_stages=4, persistent=True)),
+    (True, False, dict(BLOCK_M=128, BLOCK_N=256, GROUP_M=8, num_warps=8, num_stages=3, split_n=True)),
+    (True, True, dict(BLOCK_M=64, BLOCK_N=128, GROUP_M=8, num_warps=4, num_stages=4)),
+], ids=["pointers", "tma", "persistent-128x256", "persistent-64x128", "split-128x256", "pipelined"])
+@pytest.mark.parametrize("M,N,K", [(4096, 7168, 2048), (200, 2112, 7168)])
+def test_triton_explicit_configs_match_scaled_mm(tma, pipelined, config, M, N, K):
+    """The launch settings the benchmark sweeps, column-major activation scales, ragged M."""
+    pytest.importorskip("triton")
+    from nanoseek.kernels.fp8_gemm import fp8_gemm
+    from nanoseek.quant.scaled_mm import scaled_mm
+    x, w, ref = _operands(M, N, K)
+    xq, wq = quantize(x, (1, 128)), quantize(w, (128, 128))
+    sa = xq.scale.t().contiguous().t()
+    out = fp8_gemm(xq.data, sa, wq.data, wq.scale, tma=tma, pipelined=pipelined, config=config)
+    assert calc_diff(out, ref) < 1e-3
+    assert calc_diff(out, scaled_mm(xq, wq)) < 1e-5
+
+
 def test_simulated_path_is_what_the_gpu_computes():
     from nanoseek.quant import fp8_mm
     x, w, _ = _operands(256, 512, 1024)

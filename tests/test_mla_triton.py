@@ -67,3 +67,40 @@ def test_mla_module_triton_backend_decodes_like_einsum():
             outs.append(torch.cat(steps, 1).float())
     err = (outs[1] - outs[0]).abs().max().item()
     assert err < 0.05 * outs[0].abs().max().item(), err  # bf16 weights, cache and kernel against float32
+
+
+@pytest.mark.parametrize("kw", [
+    dict(block_h=64, block_n=32, num_warps=8, num_stages=3),
+    dict(block_h=64, block_n=64, num_warps=8, num_stages=2, lazy_rescale=True),
+    dict(block_h=32, block_n=128, num_warps=8, num_stages=2, min_chunk=128, waves=2),
+    dict(block_h=128, block_n=32, num_warps=16, num_stages=1),
+    dict(block_h=64, block_n=64, num_warps=8, num_stages=2, tma=True),
+    dict(block_h=64, block_n=32, num_warps=8, num_stages=2, tma=True, lazy_rescale=True),
+], ids=["h64n32s3", "lazy", "h32n128-splits", "h128w16", "tma", "tma-lazy"])
+@pytest.mark.parametrize("B,S", [(4, 3008), (1, 8192)])  # sizes a multiple of 16: the benchmark's binaries
+def test_swept_settings_match_einsum(kw, B, S):
+    """The settings benchmarks/mla_decode.py sweeps (a setting that runs out of shared memory is skipped:
+    the benchmark records it as failed)."""
+    args = _inputs(B, 128, 512, 64, S, 3, torch.bfloat16)
+    try:
+        _check_bf16(*args, 192 ** -0.5, **kw)
+    except Exception as err:  # noqa: BLE001
+        if "resources" in str(err).lower() or "shared memory" in str(err).lower():
+            pytest.skip(f"does not fit this GPU: {str(err)[:120]}")
+        raise
+
+
+def test_bf16_partials_within_einsum_error():
+    q, qp, ckv, kpe = _inputs(2, 128, 512, 64, 4096, 0, torch.bfloat16)
+    ref = K.mla_decode_einsum(q.float(), qp.float(), ckv.float(), kpe.float(), 0.1)
+    ein = (K.mla_decode_einsum(q, qp, ckv, kpe, 0.1).float() - ref).abs().max().item()
+    out = K.mla_decode_triton(q, qp, ckv, kpe, 0.1, partial_dtype=torch.bfloat16, num_splits=16)
+    assert (out.float() - ref).abs().max().item() <= max(2 * ein, 1e-2)
+
+
+@pytest.mark.parametrize("tma", [False, True])
+def test_garbage_past_the_context_stays_out(tma):
+    q, qp, c_buf, k_buf = _inputs(2, 128, 512, 64, 1000, 0, torch.bfloat16)
+    c_buf, k_buf = c_buf.clone(), k_buf.clone()
+    c_buf[:, 700:], k_buf[:, 700:] = float("nan"), float("nan")
+    _check_bf16(q, qp, c_buf[:, :700], k_buf[:, :700], 0.1, tma=tma)
