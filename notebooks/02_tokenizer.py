@@ -589,6 +589,12 @@ table(["val text (first 20,000 characters)", "bytes", f"ours, {len(tok):,} token
 assert n_tok["zh"]["GPT-2"] > 2 * n_tok["zh"]["ours"]  # GPT-2 has few Chinese tokens
 
 # %% [markdown]
+# A vocabulary fits the text it was trained on. On the English stories, GPT-2's 50K tokens do no better than
+# our 4K learned from these very stories. On Chinese, GPT-2 needs many times more tokens (fewer than two bytes
+# a token, so most characters take two or three): it learned from English web pages and has few Chinese
+# tokens. That is why a bilingual model such as DeepSeek's trains its tokenizer on multilingual data.
+
+# %% [markdown]
 # ## DeepSeek's pre-tokenizer, measured
 # DeepSeek LLM {cite}`bi2024deepseek` changes two rules of the split: numbers are cut into single digits, and
 # CJK text is kept apart from punctuation. DeepSeek-V3 publishes its split in its `tokenizer.json` as a chain

@@ -269,7 +269,7 @@ def two_turn_rows(tokenizer: ChatTokenizer, rows: list[dict], block_size: int, s
     """Multi-turn data from single-turn rows: each row becomes the *second* exchange of a conversation whose
     first exchange is another row of the same list (drawn with `seed`), kept when the whole conversation fits
     `block_size` + 1 tokens. The new row scores like its second turn (its task, lang and answer), and
-    `encode_chat` trains both assistant replies; `first` names the row of the first turn."""
+    `encode_chat` trains both assistant replies; `first` and `second` name the rows of the two turns."""
     import random
 
     if len(rows) < 2:
@@ -283,7 +283,8 @@ def two_turn_rows(tokenizer: ChatTokenizer, rows: list[dict], block_size: int, s
         if len(encode_chat(tokenizer, messages, where=f"row {row.get('id', i)!r}")[0]) > block_size + 1:
             continue
         out.append({**{k: row[k] for k in ("lang", "task", "answer") if k in row}, "messages": messages,
-                    "id": f"{first.get('id', j)}+{row.get('id', i)}", "first": first.get("id", j)})
+                    "id": f"{first.get('id', j)}+{row.get('id', i)}", "first": first.get("id", j),
+                    "second": row.get("id", i)})
     return out
 
 
