@@ -30,7 +30,9 @@ Conventions (each one is checked in ``tests/test_tokenizer.py``):
   for the raw bytes.
 - **Files.** :meth:`save`/:meth:`load` use JSON (no pickle). :meth:`save_pretrained` writes a folder that
   ``transformers.AutoTokenizer.from_pretrained`` loads and that gives the same ids as :meth:`encode` with
-  ``allowed_special="all"``.
+  ``allowed_special="all"``. :meth:`Tokenizer.from_tiktoken` reads a published vocabulary in tiktoken's format
+  (GPT-2's ships with minids) and gives its ids, checked against ``tiktoken`` in ``tests/test_tokenizer_tiktoken.py``;
+  such a vocabulary may number its 256 bytes differently (``byte_ids``).
 """
 from __future__ import annotations
 
