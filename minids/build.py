@@ -44,6 +44,11 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("shakespeare", "minids.shakespeare", 0),  # real text, not generated: the seed is unused
     Entry("shapes", "minids.shapes", 12),  # chapter 12: images of coloured shapes, captions, questions
 )
+# Files committed as published (not generated), listed under "vendored" in the tiny manifest: each module
+# defines `manifest_rows() -> list[dict]` (file, sha256, source, license) and checks its own file.
+VENDORED: tuple[str, ...] = (
+    "minids.gpt2_vocab",  # chapter 2: GPT-2's BPE ranks (tiktoken format), from the openai-whisper sdist
+)
 
 
 def cache_dir() -> Path:
@@ -105,6 +110,8 @@ def render(scale: str, entries: tuple[Entry, ...] = ENTRIES) -> tuple[dict[str, 
     manifest = {"description": "minids: small seeded synthetic data sets for nanoseek; "
                                "regenerate with `python -m minids.build`",
                 "files": rows}
+    if scale == "tiny":
+        manifest["vendored"] = [row for module in VENDORED for row in importlib.import_module(module).manifest_rows()]
     return files, manifest
 
 
@@ -142,6 +149,8 @@ def check(manifest_path: Path = HERE / "MANIFEST.json") -> list[str]:
             problems.append(f"{row['file']}: sha256 {digest} differs from the manifest's {row['sha256']}")
         if row["file"] not in fresh_rows or fresh_rows[row["file"]]["sha256"] != digest:
             problems.append(f"{row['file']}: the generator no longer reproduces it")
+    if manifest.get("vendored") != fresh.get("vendored"):  # manifest_rows() reads and checks each file
+        problems.append("vendored: the manifest's rows differ from the committed files")
     return problems
 
 

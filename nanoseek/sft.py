@@ -188,8 +188,9 @@ def greedy_batch(model: nn.Module, prompts: Sequence[Sequence[int]], max_new_tok
 
 def evaluate_chat(model: nn.Module, tokenizer: ChatTokenizer, rows: Sequence[dict], max_new_tokens: int = 48,
                   progress: bool = False, batch_size: int = 64) -> dict:
-    """Template share, EOT share and answer accuracy of greedy replies to `rows` (user turn → reply), generated
-    `batch_size` rows at a time with `greedy_batch`.
+    """Template share, EOT share and answer accuracy of greedy replies to `rows` (the conversation up to its
+    last user turn → reply; earlier turns stay in the prompt), generated `batch_size` rows at a time with
+    `greedy_batch`.
 
     Returns {"template": float, "eot": float, "accuracy": float, "contains": float, "n": int, "n_checkable": int,
     "by_task": {task: accuracy}, "intervals": {name: {"k", "n", "share", "ci95"}} (names: template, eot,
@@ -204,7 +205,9 @@ def evaluate_chat(model: nn.Module, tokenizer: ChatTokenizer, rows: Sequence[dic
         if not isinstance(row, dict) or "messages" not in row:
             raise ValueError(f"row {i}: must be a dict with 'messages', got {row!r:.80}")
         validate_messages(row["messages"], f"row {row.get('id', i)!r}", for_training=False)
-        prompt = [m for m in row["messages"] if m["role"] != "assistant"] or row["messages"][:1]
+        # the conversation up to its last user turn: earlier turns (multi-turn rows) stay in the prompt
+        messages = row["messages"]
+        prompt = messages[:-1] if messages[-1]["role"] == "assistant" and len(messages) > 1 else messages
         if prompt[-1]["role"] != "user":
             raise ValueError(f"row {row.get('id')!r}: the prompt must end with a user message")
         prompts.append(encode_prompt(tokenizer, prompt, where=f"row {row.get('id')!r}"))

@@ -30,7 +30,9 @@ Conventions (each one is checked in ``tests/test_tokenizer.py``):
   for the raw bytes.
 - **Files.** :meth:`save`/:meth:`load` use JSON (no pickle). :meth:`save_pretrained` writes a folder that
   ``transformers.AutoTokenizer.from_pretrained`` loads and that gives the same ids as :meth:`encode` with
-  ``allowed_special="all"``.
+  ``allowed_special="all"``. :meth:`Tokenizer.from_tiktoken` reads a published vocabulary in tiktoken's format
+  (GPT-2's ships with minids) and gives its ids, checked against ``tiktoken`` in ``tests/test_tokenizer_tiktoken.py``;
+  such a vocabulary may number its 256 bytes differently (``byte_ids``).
 """
 from __future__ import annotations
 
@@ -284,11 +286,24 @@ class Tokenizer:
         merges: Sequence[Sequence[int]] = (),
         special_tokens: dict[str, int] | None = None,
         pattern: str = GPT4_SPLIT_PATTERN,
+        byte_ids: Sequence[int] | None = None,
     ):
         self.pattern = _check_text(pattern, "pattern")
         self._split = _compiled(pattern)
+        # byte_ids[b] is the id of the single byte b. Ours are the byte values (None); a published vocabulary
+        # may number its 256 bytes differently (GPT-2 gives "!" id 0), see `from_tiktoken`.
+        self.byte_ids: tuple[int, ...] | None = None
+        self._byte_table: bytes | None = None
+        if byte_ids is not None:
+            ids = list(byte_ids) if isinstance(byte_ids, (list, tuple, range)) else None
+            if ids is None or len(ids) != 256 or any(isinstance(i, bool) or not isinstance(i, int) for i in ids) \
+                    or sorted(ids) != list(range(256)):
+                raise ValueError(f"byte_ids must be a permutation of 0..255 (the id of each byte), got {byte_ids!r:.80}")
+            if ids != list(range(256)):
+                self.byte_ids = tuple(ids)
+                self._byte_table = bytes(ids)  # bytes.translate maps each byte to its id in one C call
         self.merges: list[tuple[int, int, int]] = []
-        self.vocab: dict[int, bytes] = {i: bytes([i]) for i in range(256)}
+        self.vocab: dict[int, bytes] = {(self.byte_ids[i] if self.byte_ids else i): bytes([i]) for i in range(256)}
         self.ranks: dict[tuple[int, int], tuple[int, int]] = {}  # (a, b) -> (rank, new_id); first one wins
         for rank, merge in enumerate(merges):
             if len(merge) != 3:
@@ -397,7 +412,8 @@ class Tokenizer:
         ids = self._cache.get(chunk)
         if ids is not None:
             return ids
-        sym = list(chunk.encode("utf-8"))
+        raw = chunk.encode("utf-8")
+        sym = list(raw if self._byte_table is None else raw.translate(self._byte_table))
         n = len(sym)
         ranks = self.ranks
         if n >= 2:
@@ -537,6 +553,7 @@ class Tokenizer:
             "pattern": self.pattern,
             "merges": [list(m) for m in self.merges],
             "special_tokens": dict(self.special_tokens),
+            **({"byte_ids": list(self.byte_ids)} if self.byte_ids is not None else {}),
         }
 
     @classmethod
@@ -569,10 +586,14 @@ class Tokenizer:
             _compiled(pattern)
         except regex.error as err:
             raise ValueError(f"{source}: field 'pattern' does not compile as a regex ({err})") from None
+        byte_ids = data.get("byte_ids")
+        if byte_ids is not None and not isinstance(byte_ids, list):
+            raise ValueError(f"{source}: field 'byte_ids' must be a list of 256 ints, got {type(byte_ids).__name__}")
         try:
-            return cls(merges, specials, pattern)
+            return cls(merges, specials, pattern, byte_ids=byte_ids)
         except (ValueError, TypeError) as err:
-            field = "special_tokens" if "special" in str(err) else "merges"
+            field = ("special_tokens" if "special" in str(err) else "byte_ids" if "byte_ids" in str(err)
+                     else "merges")
             raise ValueError(f"{source}: field {field!r}: {err}") from None
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -592,6 +613,46 @@ class Tokenizer:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{str(path)!r} is not a JSON tokenizer file ({err})") from None
         return cls.from_dict(data, source=repr(str(path)))
+
+    @classmethod
+    def from_tiktoken(
+        cls,
+        source: str | os.PathLike | bytes | dict[bytes, int],
+        pattern: str = GPT2_SPLIT_PATTERN,
+        special_tokens: dict[str, int] | None = None,
+    ) -> "Tokenizer":
+        """A published byte-level BPE vocabulary in tiktoken's format, as a Tokenizer with the same ids.
+
+        ``source``: a ``.tiktoken`` file (one ``base64(token bytes) rank`` a line; ``.xz``-compressed is read
+        too), its contents as bytes, or the ranks as ``{token bytes: rank}`` (tiktoken's ``mergeable_ranks``).
+        GPT-2's: ``Tokenizer.from_tiktoken(minids.gpt2_vocab.VOCAB_XZ, GPT2_SPLIT_PATTERN,
+        {"<|endoftext|>": 50256})``.
+
+        A tiktoken file has ranks, not merges: the token of rank r is what BPE builds from two tokens of
+        smaller rank. We recover that pair by running BPE on the token's own bytes with the ranks below r
+        (it must end in exactly two parts), so that our encoder, which applies merges, gives tiktoken's ids.
+        The 256 single bytes must be ranks 0..255, in any order (``byte_ids``). A malformed file raises
+        ValueError naming the line and what is wrong with it.
+        """
+        ranks = read_tiktoken_ranks(source)
+        where = "tiktoken ranks" if isinstance(source, (bytes, dict)) else repr(str(source))
+        by_rank = sorted(ranks.items(), key=lambda kv: kv[1])
+        singles = [tok for tok, r in by_rank[:256]]
+        if len(by_rank) < 256 or any(len(tok) != 1 for tok in singles):
+            bad = next(((t, r) for t, r in by_rank[:256] if len(t) != 1), None)
+            raise ValueError(f"{where}: ranks 0..255 must be the 256 single bytes, got "
+                             + (f"rank {bad[1]} = {bad[0]!r}" if bad else f"only {len(by_rank)} ranks"))
+        byte_ids = [0] * 256
+        for tok, r in by_rank[:256]:
+            byte_ids[tok[0]] = r
+        merges = []
+        for tok, r in by_rank[256:]:
+            parts = _bpe_parts(ranks, tok, r)
+            if len(parts) != 2:
+                raise ValueError(f"{where}: the token of rank {r} ({tok!r}) is not a merge of two tokens of smaller "
+                                 f"rank (BPE on its bytes ends in {len(parts)} parts)")
+            merges.append((ranks[parts[0]], ranks[parts[1]], r))
+        return cls(merges, special_tokens, pattern, byte_ids=byte_ids)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Tokenizer) and self.to_dict() == other.to_dict()
@@ -709,6 +770,83 @@ def encode_iterable(tok: Tokenizer, pieces: Iterable[str], hold: int = 3) -> Ite
         yield from tok.encode_ordinary(buffer)
 
 
+def read_tiktoken_ranks(source: str | os.PathLike | bytes | dict[bytes, int]) -> dict[bytes, int]:
+    """``{token bytes: rank}`` from a tiktoken BPE file (``base64 rank`` a line, ``.xz`` read too), its bytes, or
+    a dict (checked). Ranks must be the distinct ints 0..N-1 and tokens distinct and non-empty; anything else
+    raises ValueError naming the line."""
+    import base64
+    import binascii
+
+    if isinstance(source, dict):
+        where, items = "tiktoken ranks", [(k, v, f"entry {k!r:.40}") for k, v in source.items()]
+        for tok, r, at in items:
+            if not isinstance(tok, bytes) or isinstance(r, bool) or not isinstance(r, int):
+                raise ValueError(f"{where}: {at}: keys must be bytes and ranks ints, got {type(tok).__name__}: "
+                                 f"{type(r).__name__}")
+    else:
+        if isinstance(source, (bytes, bytearray)):
+            where, data = "tiktoken data", bytes(source)
+        else:
+            path = Path(source)
+            where = repr(str(path))
+            data = path.read_bytes()
+            if path.suffix == ".xz":
+                import lzma
+
+                try:
+                    data = lzma.decompress(data)
+                except lzma.LZMAError as err:
+                    raise ValueError(f"{where}: not a valid .xz file ({err})") from None
+        items = []
+        for lineno, line in enumerate(data.splitlines(), start=1):
+            if not line.strip():
+                continue
+            fields = line.split()
+            at = f"line {lineno}"
+            if len(fields) != 2:
+                raise ValueError(f"{where}: {at}: expected 'base64-token rank', got {line[:60].decode('utf-8', 'replace')!r}")
+            try:
+                tok = base64.b64decode(fields[0], validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"{where}: {at}: {fields[0][:40].decode('utf-8', 'replace')!r} is not base64") from None
+            if not fields[1].isdigit():
+                raise ValueError(f"{where}: {at}: rank {fields[1][:20].decode('utf-8', 'replace')!r} is not a non-negative "
+                                 "integer")
+            items.append((tok, int(fields[1]), at))
+    ranks: dict[bytes, int] = {}
+    seen: dict[int, str] = {}
+    for tok, r, at in items:
+        if not tok:
+            raise ValueError(f"{where}: {at}: empty token")
+        if tok in ranks:
+            raise ValueError(f"{where}: {at}: token {tok!r} appears twice (ranks {ranks[tok]} and {r})")
+        if r in seen:
+            raise ValueError(f"{where}: {at}: rank {r} appears twice (also at {seen[r]})")
+        ranks[tok], seen[r] = r, at
+    if not ranks:
+        raise ValueError(f"{where}: no ranks found")
+    if max(seen) != len(seen) - 1:
+        missing = next(r for r in range(len(seen)) if r not in seen)
+        raise ValueError(f"{where}: ranks must be 0..{len(seen) - 1} without gaps; rank {missing} is missing")
+    return ranks
+
+
+def _bpe_parts(ranks: dict[bytes, int], token: bytes, max_rank: int) -> list[bytes]:
+    """tiktoken's BPE on ``token``'s bytes, using only ranks below ``max_rank``: merge the adjacent pair whose
+    concatenation has the smallest rank (leftmost on ties) until none is left."""
+    parts = [bytes([b]) for b in token]
+    while len(parts) > 1:
+        best, at = max_rank, -1
+        for i in range(len(parts) - 1):
+            r = ranks.get(parts[i] + parts[i + 1])
+            if r is not None and r < best:
+                best, at = r, i
+        if at < 0:
+            break
+        parts[at: at + 2] = [parts[at] + parts[at + 1]]
+    return parts
+
+
 def bits_per_byte(loss: float, n_tokens: int, n_bytes: int) -> float:
     """A mean cross-entropy of ``loss`` nats per token over ``n_tokens`` tokens of a text of ``n_bytes`` UTF-8
     bytes, in bits per byte: ``loss * n_tokens / n_bytes / ln 2``. (Chapter 2.)
@@ -735,6 +873,7 @@ __all__ = [
     "Tokenizer",
     "bits_per_byte",
     "bytes_to_unicode",
+    "read_tiktoken_ranks",
     "encode_iterable",
     "count_pairs",
     "iter_chunks",

@@ -543,6 +543,58 @@ print(f"{len(ours_ids)} ids, identical ✓")
 # about 128K tokens, whose vocabulary you can inspect with the same tools as ours.
 
 # %% [markdown]
+# ## A published vocabulary: GPT-2's
+# The same class encodes with a real vocabulary. OpenAI publishes GPT-2's in `tiktoken`'s format: one line
+# per token, its bytes in base64 and its **rank (排名)**, the order in which BPE learned it. There are no
+# merges in the file, but they follow from the ranks: the token of rank r is what BPE builds from two
+# tokens of smaller rank, so running BPE on its own bytes with the ranks below r leaves exactly that pair.
+# `Tokenizer.from_tiktoken` does this for all 50,000 merged tokens. The one new fact: GPT-2 numbers its 256
+# single bytes in the order of its byte-to-unicode map (`!` is id 0, a space id 220), so the tokenizer keeps
+# a `byte_ids` table. The file ships with minids (`minids/sources/gpt2.tiktoken.xz`; its source, MIT licence
+# and SHA-256 are in `minids/MANIFEST.json`), and `tests/test_tokenizer_tiktoken.py` checks that our ids
+# equal `tiktoken`'s own encoder built from it, on English, code, numbers, whitespace, Chinese and emoji.
+# Here we check the ids that `transformers` documents for GPT-2, read from its docstring:
+
+# %%
+import inspect
+
+import minids.gpt2_vocab as gpt2_vocab
+from transformers import GPT2Tokenizer
+
+t0 = time.perf_counter()
+gpt2 = T.Tokenizer.from_tiktoken(gpt2_vocab.VOCAB_XZ, GPT2_SPLIT_PATTERN, {"<|endoftext|>": gpt2_vocab.ENDOFTEXT_ID})
+print(gpt2, f"built from {gpt2_vocab.VOCAB_XZ.name} in {time.perf_counter() - t0:.1f} s")
+documented = re.findall(r'tokenizer\("([^"]*)"\)\["input_ids"\]\s*\n\s*\[([\d, ]+)\]', inspect.getdoc(GPT2Tokenizer))
+for text, ids in documented:
+    print(f"transformers' docs: {text!r} -> [{ids}]; ours: {gpt2.encode(text)}")
+    assert gpt2.encode(text) == [int(i) for i in ids.split(",")]
+assert documented and gpt2.encode("<|endoftext|>", allowed_special="all") == [50256]
+sentence = "Lily's dog ran 12345 meters!  莉莉的狗跑了12345米。🙂"
+print([gpt2.id_to_piece(i) for i in gpt2.encode(sentence)])
+
+# %% [markdown]
+# How do 50,257 tokens learned from English web text compare with our 4,096 learned from these stories?
+# Tokens for the same held-out text:
+
+# %%
+rows, n_tok = [], {}
+for lang, text in val.items():
+    sample = text[:20_000]
+    n_bytes = len(sample.encode())
+    n_tok[lang] = {"ours": len(tok.encode(sample)), "GPT-2": len(gpt2.encode(sample))}
+    rows.append([lang, f"{n_bytes:,}", f"{n_tok[lang]['ours']:,} ({n_bytes / n_tok[lang]['ours']:.2f})",
+                 f"{n_tok[lang]['GPT-2']:,} ({n_bytes / n_tok[lang]['GPT-2']:.2f})"])
+table(["val text (first 20,000 characters)", "bytes", f"ours, {len(tok):,} tokens (bytes/token)",
+       f"GPT-2, {len(gpt2):,} tokens (bytes/token)"], rows)
+assert n_tok["zh"]["GPT-2"] > 2 * n_tok["zh"]["ours"]  # GPT-2 has few Chinese tokens
+
+# %% [markdown]
+# A vocabulary fits the text it was trained on. On the English stories, GPT-2's 50K tokens do no better than
+# our 4K learned from these very stories. On Chinese, GPT-2 needs many times more tokens (fewer than two bytes
+# a token, so most characters take two or three): it learned from English web pages and has few Chinese
+# tokens. That is why a bilingual model such as DeepSeek's trains its tokenizer on multilingual data.
+
+# %% [markdown]
 # ## DeepSeek's pre-tokenizer, measured
 # DeepSeek LLM {cite}`bi2024deepseek` changes two rules of the split: numbers are cut into single digits, and
 # CJK text is kept apart from punctuation. DeepSeek-V3 publishes its split in its `tokenizer.json` as a chain

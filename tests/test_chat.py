@@ -127,3 +127,24 @@ def test_story_tokens_put_endoftext_before_every_story(tok):
     ids = story_tokens(tok, ["Tom ran.", "小明笑了。"])
     assert ids.dtype == torch.long
     assert tok.decode(ids.tolist()) == "<|endoftext|>Tom ran.<|endoftext|>小明笑了。"
+
+
+def test_two_turn_rows(tok):
+    from nanoseek.data.chat import two_turn_rows
+
+    rows = load_instructions("train", "en", scale="tiny")[:60]
+    out = two_turn_rows(tok, rows, 160, seed=0)
+    assert 0 < len(out) <= len(rows) and out == two_turn_rows(tok, rows, 160, seed=0)  # seeded
+    by_id = {r["id"]: r for r in rows}
+    for r in out:
+        first, second = r["id"].split("+")
+        assert first != second and (r["first"], r["second"]) == (first, second)
+        assert r["messages"] == by_id[first]["messages"] + by_id[second]["messages"]
+        assert (r["task"], r["answer"]) == (by_id[second]["task"], by_id[second]["answer"])
+        ids, mask = encode_chat(tok, r["messages"])
+        assert len(ids) <= 161
+        replies = [m["content"] for m in r["messages"] if m["role"] == "assistant"]
+        assert len(replies) == 2 and tok.decode([i for i, m in zip(ids, mask) if m]) == "".join(
+            x + "<|end|>" for x in replies)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        two_turn_rows(tok, rows[:1], 160)

@@ -59,3 +59,20 @@ def test_evaluate_chat_reports_shares(tok):
     with pytest.raises(ValueError, match="'bad'"):
         evaluate_chat(model, tok, [{"id": "bad", "messages": [{"role": "assistant", "content": "x"},
                                                                {"role": "assistant", "content": "y"}]}], 4)
+
+
+def test_evaluate_chat_keeps_earlier_turns_in_the_prompt(tok, monkeypatch):
+    import nanoseek.sft as sft
+    from nanoseek.data.chat import encode_prompt
+
+    seen = []
+
+    def fake(model, prompts, max_new_tokens, eos_id):
+        seen.extend(prompts)
+        return [[eos_id] for _ in prompts]
+
+    monkeypatch.setattr(sft, "greedy_batch", fake)
+    two = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+           {"role": "user", "content": "Who is it about?"}, {"role": "assistant", "content": "Lily."}]
+    evaluate_chat(None, tok, [{"id": "t", "task": "continue", "answer": None, "messages": two}], 4)
+    assert seen == [encode_prompt(tok, two[:3])]  # the first exchange stays, the last reply is left out

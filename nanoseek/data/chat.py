@@ -265,6 +265,29 @@ def packed_loss(model, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -
     return loss
 
 
+def two_turn_rows(tokenizer: ChatTokenizer, rows: list[dict], block_size: int, seed: int = 0) -> list[dict]:
+    """Multi-turn data from single-turn rows: each row becomes the *second* exchange of a conversation whose
+    first exchange is another row of the same list (drawn with `seed`), kept when the whole conversation fits
+    `block_size` + 1 tokens. The new row scores like its second turn (its task, lang and answer), and
+    `encode_chat` trains both assistant replies; `first` and `second` name the rows of the two turns."""
+    import random
+
+    if len(rows) < 2:
+        raise ValueError(f"two_turn_rows needs at least 2 rows, got {len(rows)}")
+    rng = random.Random(seed)
+    out = []
+    for i, row in enumerate(rows):
+        j = rng.randrange(len(rows) - 1)
+        first = rows[j + (j >= i)]  # any row but this one
+        messages = list(first["messages"]) + list(row["messages"])
+        if len(encode_chat(tokenizer, messages, where=f"row {row.get('id', i)!r}")[0]) > block_size + 1:
+            continue
+        out.append({**{k: row[k] for k in ("lang", "task", "answer") if k in row}, "messages": messages,
+                    "id": f"{first.get('id', j)}+{row.get('id', i)}", "first": first.get("id", j),
+                    "second": row.get("id", i)})
+    return out
+
+
 def parse_reply(tokenizer: ChatTokenizer, new_ids: Sequence[int]) -> dict:
     """Read what a model generated after `<|assistant|>`: the reply text, whether it ended with `<|end|>`
     (end-of-turn), and whether it followed the template (non-empty text, then `<|end|>`, and no other special
@@ -281,4 +304,4 @@ def parse_reply(tokenizer: ChatTokenizer, new_ids: Sequence[int]) -> dict:
 
 __all__ = ["BOS", "END", "ROLE_TOKENS", "ROLES", "SPECIAL_TOKENS", "IGNORE", "CHAT_TEMPLATE", "validate_messages",
            "render_chat", "encode_chat", "encode_prompt", "to_xy", "sft_batcher", "parse_reply", "pack_rows",
-           "segment_positions", "packed_attention_mask", "packed_batcher", "packed_loss"]
+           "segment_positions", "packed_attention_mask", "packed_batcher", "packed_loss", "two_turn_rows"]
