@@ -99,6 +99,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--variants", nargs="+", default=None,
                     help="default: every variant and long2short (arith), grpo (kk)")
+    ap.add_argument("--people", type=int, default=None, help="kk only: people per puzzle (default: the recipe's)")
+    ap.add_argument("--rl-steps", type=int, default=None, help="override the recipe's RL steps")
     ap.add_argument("--smoke", action="store_true", help="2 RL steps, 20 SFT steps: checks the script runs")
     args = ap.parse_args(argv)
     if args.variants is None:
@@ -108,6 +110,15 @@ def main(argv: list[str]) -> int:
         ap.error(f"unknown variants {unknown}; choose from {list(VARIANTS) + ['long2short']}")
     torch.set_num_threads(1) if args.device == "cpu" else None
     recipe = copy.deepcopy((RECIPES if args.task == "arith" else KK_RECIPES)[args.scale])
+    if args.people is not None:
+        if args.task != "kk":
+            ap.error("--people is for --task kk")
+        recipe["people"] = args.people
+        # a worked response is at most about 12 tokens a person (the longest traces seen), plus the tags
+        recipe["rl"]["max_new_tokens"] = 12 * args.people + 12
+        recipe["model"]["max_seq_len"] = 8 * args.people + recipe["rl"]["max_new_tokens"]
+    if args.rl_steps is not None:
+        recipe["rl"]["steps"] = args.rl_steps
     if args.smoke:
         recipe["sft"]["steps"], recipe["rl"]["steps"], recipe["more_steps"], recipe["eval_n"] = 20, 2, 1, 16
         if "probe_n" in recipe:
