@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import sys
 import time
 from pathlib import Path
@@ -66,15 +67,15 @@ RECIPES = {
 # policy's context is larger; the rest mirrors the arithmetic recipe.
 KK_RECIPES = {
     "tiny": dict(people=3, eval_n=200, probe_every=5, probe_n=100,
-                 model=dict(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, intermediate_size=192, max_seq_len=72),
+                 model=dict(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, intermediate_size=192, max_seq_len=76),
                  sft=dict(rows=4000, p_trace=0.3, steps=1200, batch_size=64, lr=3e-3),
-                 rl=dict(steps=20, prompts_per_step=16, group_size=8, max_new_tokens=44, lr=1e-4,
+                 rl=dict(steps=20, prompts_per_step=16, group_size=8, max_new_tokens=52, lr=1e-4,
                          inner_epochs=2, beta=0.04, eval_every=0),
                  more_steps=10, length_reward=1.0, overlong_buffer=8),
     "full": dict(people=5, eval_n=500, probe_every=10, probe_n=200,
-                 model=dict(n_layer=4, n_embd=256, n_head=8, n_kv_head=2, intermediate_size=704, max_seq_len=112),
-                 sft=dict(rows=20000, p_trace=0.3, steps=1500, batch_size=128, lr=1e-3),
-                 rl=dict(steps=60, prompts_per_step=32, group_size=8, max_new_tokens=72, lr=5e-5,
+                 model=dict(n_layer=4, n_embd=256, n_head=8, n_kv_head=2, intermediate_size=704, max_seq_len=120),
+                 sft=dict(rows=20000, p_trace=0.3, steps=2000, batch_size=128, lr=1e-3),
+                 rl=dict(steps=60, prompts_per_step=32, group_size=8, max_new_tokens=80, lr=5e-5,
                          inner_epochs=2, beta=0.04, eval_every=0),
                  more_steps=20, length_reward=1.0, overlong_buffer=10),
 }
@@ -114,8 +115,8 @@ def main(argv: list[str]) -> int:
         if args.task != "kk":
             ap.error("--people is for --task kk")
         recipe["people"] = args.people
-        # a worked response is at most about 12 tokens a person (the longest traces seen), plus the tags
-        recipe["rl"]["max_new_tokens"] = 12 * args.people + 12
+        # a worked response is at most about 14 tokens a person (the longest traces seen), plus the tags
+        recipe["rl"]["max_new_tokens"] = 14 * args.people + 10
         recipe["model"]["max_seq_len"] = 8 * args.people + recipe["rl"]["max_new_tokens"]
     if args.rl_steps is not None:
         recipe["rl"]["steps"] = args.rl_steps
@@ -165,6 +166,67 @@ def main(argv: list[str]) -> int:
     before = greedy(base, shown) if probe_rows else None
 
     runs: dict[str, list[dict]] = {}
+
+    def write_record() -> None:
+        """Write the record of the seeds done so far (kk writes after every seed: a timeout keeps them)."""
+        done = sorted({r["seed"] for rs in runs.values() for r in rs})
+
+        def summary(name: str, key: str) -> SeedSummary:
+            return SeedSummary(tuple(r["end"][key] for r in runs[name]), tuple(r["seed"] for r in runs[name]))
+
+        body = [f"Warm-up: {s['steps']} SFT steps on {s['rows']} rows, {s['p_trace']:.0%} worked traces; "
+                f"{sft_seconds:.0f} s. Held-out (sampled at T=1, 4 per problem, {recipe['eval_n']} problems) after the "
+                f"warm-up: accuracy {start['accuracy']:.3f}, length {start['length']:.1f} tokens, worked share "
+                f"{start['worked_share']:.3f} (worked {start['acc_worked']:.3f} right, direct {start['acc_direct']:.3f}).",
+                "", f"RL: {recipe['rl']['steps']} steps x {recipe['rl']['prompts_per_step']} prompts x "
+                f"{recipe['rl']['group_size']} samples; seeds {done}.", ""]
+        if args.task == "kk":
+            body[0:0] = [f"Task: compact Knights and Knaves with {recipe['people']} people (`minids.knights`); a "
+                         f"response shows its work when its think block holds a deduction `>`, and re-checks when it "
+                         f"drops a supposition after a contradiction (`;`).", ""]
+        keys = ("accuracy", "length", "worked_share", "tokens_per_correct")
+        if args.task == "kk":
+            keys = keys[:3] + ("recheck_share", "acc_worked", "acc_direct") + keys[3:]
+        for key in keys:
+            # a run with no right answer has infinite tokens per correct answer: no mean ± spread for it
+            finite = {n: summary(n, key) for n in runs if all(math.isfinite(r["end"][key]) for r in runs[n])}
+            body += [f"## held-out {key} at the end", "", table(finite, digits=3) if finite else "(not finite)", ""]
+        for name in runs:
+            if "probes" not in runs[name][0]:
+                continue
+            steps = list(runs[name][0]["probes"])
+            body += [f"## {name} over training (held-out probes: {recipe['probe_n']} problems x 2 samples; "
+                     f"mean over seeds, min..max)", "", "| step | accuracy | length | worked share | re-check share |",
+                     "| --- | --- | --- | --- | --- |"]
+            for k in steps:
+                cells = []
+                for key in ("accuracy", "length", "worked_share", "recheck_share"):
+                    xs = [r["probes"][k][key] for r in runs[name]]
+                    cells.append(f"{sum(xs) / len(xs):.3f} ({min(xs):.3f}..{max(xs):.3f})")
+                body.append(f"| {k} | " + " | ".join(cells) + " |")
+            body += ["", f"## {name}: greedy completions before and after (seed {runs[name][0]['seed']})", ""]
+            for c in runs[name][0]["completions"]:
+                mark = lambda ok: "right" if ok else "wrong"  # noqa: E731
+                body += [f"- `{c['prompt']}` (answer `{c['answer']}`)",
+                         f"  - warm-up ({mark(c['before_right'])}): `{c['before']}`",
+                         f"  - after ({mark(c['after_right'])}): `{c['after']}`"]
+            body.append("")
+        if {"grpo_eq", "reinforce_eq", "ppo_eq"} <= set(runs):
+            body += ["## fair comparison (equal rollouts, 2 updates a step), accuracy", ""]
+            for a, b in (("grpo_eq", "reinforce_eq"), ("grpo_eq", "ppo_eq"), ("ppo_eq", "reinforce_eq")):
+                body.append(f"- {a} vs {b}: {verdict(summary(a, 'accuracy'), summary(b, 'accuracy'), lower_is_better=False, names=(a, b))}")
+            body.append("")
+        data = {"scale": args.scale, "recipe": recipe, "seeds": done, "start": start, "sft_seconds": sft_seconds,
+                "runs": runs}
+        if args.task == "kk":
+            data.update(task="kk", seconds=time.perf_counter() - t0)
+        prefix = "r1_zero" if args.task == "arith" else "r1_zero_kk"
+        name = prefix if args.scale == "tiny" else f"{prefix}_{args.scale}"
+        if args.smoke:
+            name += "_smoke"
+        path = write_result(name, "\n".join(body), directory=ROOT / "benchmarks" / "results", data=data)
+        print(f"wrote {path}")
+
     for seed in args.seeds:
         trained_grpo = None
         for name in args.variants:
@@ -212,60 +274,11 @@ def main(argv: list[str]) -> int:
                                                   "sampled": sum(hist.metrics["sampled"])})
                 print(f"seed {seed} {name}: acc {end['accuracy']:.2f}, tokens/correct {end['tokens_per_correct']:.1f}",
                       flush=True)
+        if args.task == "kk":
+            write_record()
 
-    def summary(name: str, key: str) -> SeedSummary:
-        return SeedSummary(tuple(r["end"][key] for r in runs[name]), tuple(r["seed"] for r in runs[name]))
-
-    body = [f"Warm-up: {s['steps']} SFT steps on {s['rows']} rows, {s['p_trace']:.0%} worked traces; "
-            f"{sft_seconds:.0f} s. Held-out (sampled at T=1, 4 per problem, {recipe['eval_n']} problems) after the "
-            f"warm-up: accuracy {start['accuracy']:.3f}, length {start['length']:.1f} tokens, worked share "
-            f"{start['worked_share']:.3f} (worked {start['acc_worked']:.3f} right, direct {start['acc_direct']:.3f}).",
-            "", f"RL: {recipe['rl']['steps']} steps x {recipe['rl']['prompts_per_step']} prompts x "
-            f"{recipe['rl']['group_size']} samples; seeds {args.seeds}.", ""]
-    if args.task == "kk":
-        body[0:0] = [f"Task: compact Knights and Knaves with {recipe['people']} people (`minids.knights`); a "
-                     f"response shows its work when its think block holds a deduction `>`, and re-checks when it "
-                     f"drops a supposition after a contradiction (`;`).", ""]
-    keys = ("accuracy", "length", "worked_share", "tokens_per_correct")
-    if args.task == "kk":
-        keys = keys[:3] + ("recheck_share", "acc_worked", "acc_direct") + keys[3:]
-    for key in keys:
-        body += [f"## held-out {key} at the end", "", table({n: summary(n, key) for n in runs}, digits=3), ""]
-    for name in runs:
-        if "probes" not in runs[name][0]:
-            continue
-        steps = list(runs[name][0]["probes"])
-        body += [f"## {name} over training (held-out probes: {recipe['probe_n']} problems x 2 samples; "
-                 f"mean over seeds, min..max)", "", "| step | accuracy | length | worked share | re-check share |",
-                 "| --- | --- | --- | --- | --- |"]
-        for k in steps:
-            cells = []
-            for key in ("accuracy", "length", "worked_share", "recheck_share"):
-                xs = [r["probes"][k][key] for r in runs[name]]
-                cells.append(f"{sum(xs) / len(xs):.3f} ({min(xs):.3f}..{max(xs):.3f})")
-            body.append(f"| {k} | " + " | ".join(cells) + " |")
-        body += ["", f"## {name}: greedy completions before and after (seed {runs[name][0]['seed']})", ""]
-        for c in runs[name][0]["completions"]:
-            mark = lambda ok: "right" if ok else "wrong"  # noqa: E731
-            body += [f"- `{c['prompt']}` (answer `{c['answer']}`)",
-                     f"  - warm-up ({mark(c['before_right'])}): `{c['before']}`",
-                     f"  - after ({mark(c['after_right'])}): `{c['after']}`"]
-        body.append("")
-    if {"grpo_eq", "reinforce_eq", "ppo_eq"} <= set(runs):
-        body += ["## fair comparison (equal rollouts, 2 updates a step), accuracy", ""]
-        for a, b in (("grpo_eq", "reinforce_eq"), ("grpo_eq", "ppo_eq"), ("ppo_eq", "reinforce_eq")):
-            body.append(f"- {a} vs {b}: {verdict(summary(a, 'accuracy'), summary(b, 'accuracy'), lower_is_better=False, names=(a, b))}")
-        body.append("")
-    data = {"scale": args.scale, "recipe": recipe, "seeds": args.seeds, "start": start, "sft_seconds": sft_seconds,
-            "runs": runs}
-    if args.task == "kk":
-        data.update(task="kk", seconds=time.perf_counter() - t0)
-    prefix = "r1_zero" if args.task == "arith" else "r1_zero_kk"
-    name = prefix if args.scale == "tiny" else f"{prefix}_{args.scale}"
-    if args.smoke:
-        name += "_smoke"
-    path = write_result(name, "\n".join(body), directory=ROOT / "benchmarks" / "results", data=data)
-    print(f"wrote {path}")
+    if args.task != "kk":  # kk has written after its last seed
+        write_record()
     return 0
 
 

@@ -19,12 +19,13 @@ prompt length, so rollouts of one batch decode in lockstep (`nanoseek.rl.rollout
 puzzle has exactly one solution, checked by brute force over all 2^N assignments.
 
 The worked trace is how a person would solve it on paper: suppose A is a knight (``A1:``), and repeatedly
-use the first statement, in the order A, B, C, ..., that decides someone new given what is known
-(``A>B0``: "A's statement makes B a knave") or that cannot hold (``C>x``: a contradiction). A contradiction
-sends the solver back to suppose A is a knave (``;A0:``); a branch in which everyone is decided and every
-statement holds ends in ``ok``. For example ``A1:A>B0,B>x;A0:A>B1,B>C1,ok``. A puzzle is kept only when
-this one case split on A and propagation solve it (no guessing deeper), so the teacher's trace always
-exists and is always right.
+use a statement that decides someone new given what is known (``A1>B0``: "A is a knight, so A's statement
+holds: B is a knave"; ``C?>C1`` for a speaker not yet decided) or that cannot hold (``B0>x``: a
+contradiction), preferring the statement of the person decided last, so that each line reads the one before.
+A contradiction sends the solver back to suppose A is a knave (``;A0:``); a branch in which everyone is
+decided and every statement holds ends in ``ok``. For ``A:B1...;B:A=C..;C:A0...?`` the trace is
+``A1:A1>B1,B1>C1,C1>x;A0:A0>B0,B0>C1,ok``. A puzzle is kept only when this one case split on A and
+propagation solve it (no guessing deeper), so the teacher's trace always exists and is always right.
 """
 from __future__ import annotations
 
@@ -113,21 +114,28 @@ def _consequence(statements: list[tuple], speaker: int, known: dict[int, bool]) 
 
 def solve_with_trace(statements: list[tuple]) -> tuple[str, tuple[bool, ...]] | None:
     """(trace, solution) by one case split on A and propagation, or None when that does not settle the
-    puzzle (propagation stalls, or both branches fail). The trace format is the module docstring's."""
+    puzzle (propagation stalls, or both branches fail). The trace format is the module docstring's.
+
+    Which statement to use next: the one of the person decided last, then of the one before, and so on
+    (a chain of deductions, each reading the line before it), then those of the undecided in letter order."""
     n = len(statements)
     branches = []
     for a in (True, False):
         known = {0: a}
+        order = [0]  # people in the order they were decided
         steps = []
         while True:
-            for speaker in range(n):
+            speakers = order[::-1] + [p for p in range(n) if p not in known]
+            for speaker in speakers:
+                kind = f"{known[speaker]:d}" if speaker in known else "?"
                 forced = _consequence(statements, speaker, known)
                 if forced is None:
-                    steps.append(f"{LETTERS[speaker]}>x")
+                    steps.append(f"{LETTERS[speaker]}{kind}>x")
                     break
                 if forced:
                     known.update(forced)
-                    steps.append(f"{LETTERS[speaker]}>" + "".join(f"{LETTERS[p]}{forced[p]:d}" for p in sorted(forced)))
+                    order += sorted(forced)
+                    steps.append(f"{LETTERS[speaker]}{kind}>" + "".join(f"{LETTERS[p]}{forced[p]:d}" for p in sorted(forced)))
                     break
             else:  # no statement says anything new
                 if len(known) < n:

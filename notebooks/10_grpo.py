@@ -507,9 +507,9 @@ else:
 # harder test is Knights and Knaves with more people: every islander is a knight who always
 # tells the truth or a knave who always lies, and each makes one statement about the others (`minids.knights`
 # writes them compactly: `A:B0...` is "A says B is a knave", `B:A=C..` "A and C are the same kind", `C:A0|B1`
-# "A is a knave or B is a knight"). The worked trace supposes A is a knight and propagates (`A1:A>B0,B>x`: A's
-# statement makes B a knave, B's statement then cannot hold), and on a contradiction re-checks with A a knave
-# (`;A0:...`). The same warm-up mixture and the same two rule rewards, over three seeds, in
+# "A is a knave or B is a knight"). The worked trace supposes A is a knight and propagates (`A1:A1>B0,B0>x`:
+# A tells the truth, so B is a knave; B's statement is then true, which a knave cannot say), and on a
+# contradiction re-checks with A a knave (`;A0:...`). The same warm-up mixture and the same two rule rewards, over three seeds, in
 # `benchmarks/r1_zero.py --task kk`; this cell reads its record.
 
 # %%

@@ -50,12 +50,12 @@ def test_the_solver_by_hand():
     statements = [("is", 1, 0), ("same", 0, 2), ("is", 0, 0)]  # now C says "A is a knave"
     # A=1 -> B=0 -> A, C differ -> C=0, whose "A0" is false: consistent, and everyone is decided.
     assert K.solutions(statements) == [(True, False, False)]
-    assert K.solve_with_trace(statements) == ("A1:A>B0,B>C0,ok", (True, False, False))
+    assert K.solve_with_trace(statements) == ("A1:A1>B0,B0>C0,ok", (True, False, False))
     statements = [("is", 1, 1), ("same", 0, 2), ("is", 0, 0)]  # A: "B is a knight"
     # A=1 -> B=1 -> C=1, whose "A0" is false for a knight: contradiction.  A=0 -> B=0 -> A, C differ -> C=1,
     # whose "A0" is true: consistent.
     assert K.solutions(statements) == [(False, False, True)]
-    assert K.solve_with_trace(statements) == ("A1:A>B1,B>C1,C>x;A0:A>B0,B>C1,ok", (False, False, True))
+    assert K.solve_with_trace(statements) == ("A1:A1>B1,B1>C1,C1>x;A0:A0>B0,B0>C1,ok", (False, False, True))
     assert K.write_statement(("and", 0, 1, 2, 0)) == "A1&C0"
 
 
@@ -135,13 +135,13 @@ def test_reward_is_accuracy_plus_format_only():
 
 
 def test_trace_rules():
-    assert RK.kk_worked("<think>A1:A>B0,ok</think><answer>A1B0</answer>")
+    assert RK.kk_worked("<think>A1:A1>B0,ok</think><answer>A1B0</answer>")
     assert not RK.kk_worked("<think></think><answer>A1B0</answer>")
     assert not RK.kk_worked("<think>A1:A</think><answer>A>B0</answer>")  # the > is outside the think block
     assert not RK.kk_worked("<think>A1:A>B0")                             # think block never closed
     assert not RK.kk_worked("</think>A>B0<think>")                        # tags in the wrong order
-    assert RK.kk_rechecks("<think>A1:A>x;A0:A>B1,ok</think><answer>A0B1</answer>")
-    assert not RK.kk_rechecks("<think>A1:A>B0,ok</think><answer>A1B0</answer>")
+    assert RK.kk_rechecks("<think>A1:A1>x;A0:A0>B1,ok</think><answer>A0B1</answer>")
+    assert not RK.kk_rechecks("<think>A1:A1>B0,ok</think><answer>A1B0</answer>")
     assert not RK.kk_rechecks("<think></think><answer>;</answer>")
 
 

@@ -3,8 +3,8 @@
 The puzzles and the solver that writes its work are `minids.knights` (``A:B0...;B:A=C..;C:C0|A1?``). A
 response is R1's format with the answer as each person's letter and kind, ``A1B0C1`` (1 = knight):
 
-- worked:  ``<think>A1:A>B0,B>x;A0:A>B1,B>C1,ok</think><answer>A0B1C1</answer>``
-- direct:  ``<think></think><answer>A0B1C1</answer>``
+- worked:  ``<think>A1:A1>B1,B1>C1,C1>x;A0:A0>B0,B0>C1,ok</think><answer>A0B0C1</answer>``
+- direct:  ``<think></think><answer>A0B0C1</answer>``
 
 The rule for "this response shows its work" (`kk_worked`): its think block holds at least one deduction,
 a ``>``. A response *re-checks* (`kk_rechecks`) when its think block abandons a supposition after a
