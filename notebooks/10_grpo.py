@@ -502,6 +502,50 @@ else:
     print(f"length grew by half or more in {sum(grew)} of {len(grew)} seeds; accuracy rose in {sum(rose)} of {len(rose)}")
 
 # %% [markdown]
+# ### The same moment on Knights and Knaves, at `full` on the H200
+# Sums leave a large policy little room: at `full` the warm-up already gets most of them right. The issue's
+# harder test is Knights and Knaves with more people: every islander is a knight who always
+# tells the truth or a knave who always lies, and each makes one statement about the others (`minids.knights`
+# writes them compactly: `A:B0...` is "A says B is a knave", `B:A=C..` "A and C are the same kind", `C:A0|B1`
+# "A is a knave or B is a knight"). The worked trace supposes A is a knight and propagates (`A1:A1>B0,B0>x`:
+# A tells the truth, so B is a knave; B's statement is then true, which a knave cannot say), and on a
+# contradiction re-checks with A a knave (`;A0:...`). The same warm-up mixture and the same two rule rewards, over three seeds, in
+# `benchmarks/r1_zero.py --task kk`; this cell reads its record.
+
+# %%
+kk = read_result("r1_zero_kk_full")
+if kk is None:
+    print("benchmarks/results/r1_zero_kk_full.json is not recorded yet: run bash benchmarks/gpu/ch10.sh kk on a GPU")
+else:
+    kk_data, kk_runs = kk["data"], kk["data"]["runs"]["grpo"]
+    kk_start = kk_data["start"]
+    print(f"record of {kk['date']} ({kk.get('gpu', kk['cpu'])}): {kk_data['recipe']['people']} people, seeds "
+          f"{kk_data['seeds']}; after the warm-up: accuracy {kk_start['accuracy']:.3f}, length "
+          f"{kk_start['length']:.1f}, worked share {kk_start['worked_share']:.3f} (worked {kk_start['acc_worked']:.3f} "
+          f"right, direct {kk_start['acc_direct']:.3f})")
+    kk_seeds = lambda key: SeedSummary(tuple(r["end"][key] for r in kk_runs), tuple(r["seed"] for r in kk_runs))  # noqa: E731
+    display(Markdown(table({f"GRPO, end: {k}": kk_seeds(k) for k in
+                            ("accuracy", "length", "worked_share", "recheck_share", "acc_worked", "acc_direct")},
+                           digits=3)))
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
+    for key, ax, title in zip(("accuracy", "length", "worked_share", "recheck_share"), axes,
+                              ("held-out accuracy", "response length (tokens)", "share that shows its work",
+                               "share that re-checks")):
+        for r in kk_runs:
+            xs = [int(k) for k in r["probes"]]
+            ax.plot(xs, [r["probes"][k][key] for k in r["probes"]], "o-", ms=3, label=f"seed {r['seed']}")
+        ax.set_title(title)
+        ax.set_xlabel("GRPO step")
+    axes[0].legend()
+    plt.tight_layout()
+    plt.show()
+    grew = [r["end"]["length"] >= 1.5 * kk_start["length"] for r in kk_runs]
+    rose = [r["end"]["accuracy"] > kk_start["accuracy"] for r in kk_runs]
+    print(f"length grew by half or more in {sum(grew)} of {len(grew)} seeds; accuracy rose in {sum(rose)} of {len(rose)}")
+    for c in kk_runs[0]["completions"][:2]:
+        print(f"{c['prompt']} (answer {c['answer']})\n  warm-up: {c['before']}\n  GRPO   : {c['after']}")
+
+# %% [markdown]
 # ## REINFORCE and PPO at an equal budget
 # A fair comparison holds two things equal: the rollouts (same prompts, same number of sampled responses
 # per step) and the gradient updates. GRPO as configured above takes 2 updates per batch (2 inner epochs)

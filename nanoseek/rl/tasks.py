@@ -60,17 +60,21 @@ def worked(completion: str) -> bool:
     return 0 <= start < end and "=" in completion[start:end]
 
 
-def mixture_examples(rows: list[dict], vocab: TaskVocab, p_trace: float, seed: int = 0
-                     ) -> tuple[list[list[int]], list[int]]:
+def mixture_examples(rows: list[dict], vocab: TaskVocab, p_trace: float, seed: int = 0,
+                     worked_demo: Callable[[dict], str] | None = None,
+                     direct: Callable[[dict], str] | None = None) -> tuple[list[list[int]], list[int]]:
     """Warm-up data for the R1-Zero experiment: each row answered directly (empty think block) or, with
-    probability `p_trace`, with the careful column-by-column trace. Returns (sequences, prompt lengths)."""
+    probability `p_trace`, with the careful column-by-column trace. Returns (sequences, prompt lengths).
+    Another task passes its own `worked_demo(row)` and `direct(row)` (Knights and Knaves: `nanoseek.rl.knights`)."""
     if not 0.0 <= p_trace <= 1.0:
         raise ValueError(f"p_trace={p_trace!r} must be in [0, 1]")
+    worked_demo = worked_demo or (lambda row: addition_demo(row, carry=True))
+    direct = direct or direct_demo
     rng = random.Random(seed)
     seqs, prompt_lens = [], []
     for row in rows:
         prompt = vocab.encode(row["prompt"])
-        demo = addition_demo(row, carry=True) if rng.random() < p_trace else direct_demo(row)
+        demo = worked_demo(row) if rng.random() < p_trace else direct(row)
         seqs.append(prompt + vocab.encode(demo) + [vocab.eos_id])
         prompt_lens.append(len(prompt))
     return seqs, prompt_lens
@@ -101,11 +105,18 @@ def warm_up(model: torch.nn.Module, seqs: list[list[int]], prompt_lens: list[int
 
 @torch.no_grad()
 def trace_stats(model: torch.nn.Module, rows: list[dict], task: Task, max_new_tokens: int, samples: int = 4,
-                temperature: float = 1.0, seed: int = 0) -> dict[str, float]:
+                temperature: float = 1.0, seed: int = 0,
+                worked_fn: Callable[[str], bool] | None = None,
+                rules: dict[str, Callable[[str], bool]] | None = None) -> dict[str, float]:
     """What R1-Zero's plots show, on sampled responses to held-out rows: accuracy, mean length (tokens), the
-    share of responses that show their work (`worked`), the accuracy of worked and of direct responses, and
-    tokens spent per correct answer."""
+    share of responses that show their work (`worked`, or another task's rule `worked_fn`), the accuracy of
+    worked and of direct responses, and tokens spent per correct answer. Each of `rules` ({name: rule})
+    adds ``name + "_share"``, the share of responses for which the rule holds (a re-check, say)."""
     from nanoseek.rl.rollout import rollout
+
+    worked_fn = worked_fn or worked
+    rules = rules or {}
+    counts = {name: 0 for name in rules}
 
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     right = {True: [], False: []}
@@ -113,15 +124,18 @@ def trace_stats(model: torch.nn.Module, rows: list[dict], task: Task, max_new_to
     for ro in rollout(model, rows, task.prompt_fn, task.encode, task.decode, samples, max_new_tokens,
                       task.eos_id, task.pad_id, None, temperature, None, gen):
         for text, row, n in zip(ro.texts, ro.rows, ro.lengths.tolist()):
-            right[worked(text)].append(task.accuracy_fn(text, row))
+            right[worked_fn(text)].append(task.accuracy_fn(text, row))
             lengths.append(n)
+            for name, rule in rules.items():
+                counts[name] += bool(rule(text))
     n = len(lengths)
     correct = sum(right[True]) + sum(right[False])
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     return {"accuracy": correct / n, "length": sum(lengths) / n, "worked_share": len(right[True]) / n,
             "acc_worked": mean(right[True]), "acc_direct": mean(right[False]),
             "tokens_per_correct": sum(lengths) / correct if correct else float("inf"),
-            "n_worked": float(len(right[True])), "n_direct": float(len(right[False]))}
+            "n_worked": float(len(right[True])), "n_direct": float(len(right[False])),
+            **{f"{name}_share": c / n for name, c in counts.items()}}
 
 
 def sft_examples(rows: list[dict], vocab: TaskVocab, p_careful: float, seed: int = 0
