@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Chapter 12 at full scale on the H200: benchmarks/vlm.py --scale full (one seed: contrastive SigLIP
-# pretraining, blind LM, stage 1, stage 2, and stage 2 alone), accuracy per question type and stage-2
-# throughput -> benchmarks/results/vlm_full.{md,json}. About 2 minutes there (20k generated images).
+# Chapter 12 at full scale on the H200: about 150 s there (estimated: ~6,600 small steps plus generating 24k
+# images; never measured yet). benchmarks/vlm.py --scale full, one seed: contrastive SigLIP pretraining with the
+# dense patch auxiliary, blind LM, stage 1, stage 2, and stage 2 alone; accuracy per question type and stage-2
+# throughput -> benchmarks/results/vlm_full.{md,json}.
 # CPU check: NANOSEEK_GPU_SMOKE=1 bash benchmarks/gpu/vlm.sh
 set -euo pipefail
 export PYTHONPATH="$PWD" MPLBACKEND=Agg NANOSEEK_CACHE="${NANOSEEK_CACHE:-/tmp/nanoseek_cache}"
