@@ -1,5 +1,5 @@
-"""Chapter 12's VLM recipe end to end, over seeds: contrastive SigLIP pretraining of the vision tower, a
-text-only language model (the blind baseline), stage 1 (projector on captions), stage 2 (projector + LM on
+"""Chapter 12's VLM recipe end to end, over seeds: contrastive SigLIP pretraining of the vision tower (with the
+dense patch auxiliary when the config's `aux` weight is > 0), a text-only language model (the blind baseline), stage 1 (projector on captions), stage 2 (projector + LM on
 questions), and stage 2 alone (skipping stage 1). Records accuracy per question type and throughput.
 
     python benchmarks/vlm.py --scale tiny --seeds 0 1 2     # -> benchmarks/results/vlm_stages.{md,json}
@@ -22,14 +22,14 @@ from nanoseek.benchmarking import machine, write_result  # noqa: E402
 from nanoseek.data import shapes as S  # noqa: E402
 from nanoseek.models.decoder import DecoderConfig  # noqa: E402
 from nanoseek.models.vlm import VLM, VLMConfig, accuracy_by_type, stage  # noqa: E402
-from nanoseek.nn.vision import DualEncoder, TextConfig, VisionConfig  # noqa: E402
+from nanoseek.nn.vision import DualEncoder, PatchClassifier, TextConfig, VisionConfig  # noqa: E402
 from nanoseek.seeds import SeedSummary, table, verdict  # noqa: E402
 from nanoseek.train import TrainConfig, train  # noqa: E402
 
 CONFIGS = {  # the chapter's CFG at each scale (keep in sync with notebooks/12_multimodal.py)
-    "tiny": dict(width=64, vit_layers=2, lm_layers=2, patch=8, shuffle=2, batch=64, contrastive_steps=200,
-                 lm_steps=300, stage1_steps=300, stage2_steps=400, lr=3e-3),
-    "full": dict(width=256, vit_layers=4, lm_layers=4, patch=8, shuffle=2, batch=256, contrastive_steps=1000,
+    "tiny": dict(width=64, vit_layers=2, lm_layers=2, patch=8, shuffle=1, batch=64, contrastive_steps=200, aux=2.0,
+                 lm_steps=300, stage1_steps=200, stage2_steps=1000, lr=3e-3),
+    "full": dict(width=256, vit_layers=4, lm_layers=4, patch=8, shuffle=1, batch=256, contrastive_steps=1000, aux=2.0,
                  lm_steps=800, stage1_steps=800, stage2_steps=2000, lr=1e-3),
 }
 
@@ -54,9 +54,22 @@ def run(seed: int, scale: str, dev: str, smoke: bool = False) -> dict:
     times = {}
     Ttr = S.text_tensors(V, tr, 12)
     de = DualEncoder(vc, tc, "sigmoid")
+    labels = S.patch_labels(tr, c["patch"])
+    if c["aux"] > 0:  # the dense auxiliary: a linear head per attribute on the patch tokens, beside the sigmoid loss
+        de.patch_head = PatchClassifier(W, {k: int(v.max()) + 1 for k, v in labels.items()})
+    Ptr = torch.stack([labels["colour"], labels["shape"]], -1)  # (N, P, 2)
+
+    def pretrain_loss(m, b):
+        x, t, p = b
+        h, img = m.vision(x)
+        loss = m.loss_fn(img, m.text(t)[1])
+        if c["aux"] == 0:
+            return loss
+        return loss + c["aux"] * m.patch_head.loss(h, {"colour": p[..., 0], "shape": p[..., 1]})
+
     t0 = time.perf_counter()
-    train(de, lambda s, g: (lambda i: (Xtr[i], Ttr[i]))(torch.randint(0, len(tr), (B,), generator=g)),
-          tcfg(c["contrastive_steps"]), loss_fn=lambda m, b: m(*b))
+    train(de, lambda s, g: (lambda i: (Xtr[i], Ttr[i], Ptr[i]))(torch.randint(0, len(tr), (B,), generator=g)),
+          tcfg(c["contrastive_steps"]), loss_fn=pretrain_loss)
     times["contrastive"] = time.perf_counter() - t0
     n_img = (size // c["patch"]) ** 2 // c["shuffle"] ** 2
     L = n_img + 16

@@ -91,3 +91,18 @@ def test_same_seed_same_rows_and_bad_arguments():
         data.load_shapes("val")
     with pytest.raises(ValueError, match="'hexagon'"):
         shapes.shape_mask("hexagon", 1, 1, 1)
+
+
+def test_patch_labels_mark_the_patch_holding_each_object_centre():
+    rows = data.load_shapes("test", "tiny")[:50]
+    labels = data.patch_labels(rows, shapes.CELL)
+    g = shapes.SIZE // shapes.CELL
+    assert labels["colour"].shape == labels["shape"].shape == (50, g * g)
+    for i, row in enumerate(rows):
+        assert int((labels["shape"][i] > 0).sum()) == len(row["objects"])
+        for o in row["objects"]:
+            p = (o["y"] // shapes.CELL) * g + o["x"] // shapes.CELL
+            assert labels["colour"][i, p] == 1 + list(shapes.COLOURS).index(o["colour"])
+            assert labels["shape"][i, p] == 1 + shapes.SHAPES.index(o["shape"])
+    with pytest.raises(ValueError, match="patch_size=5"):
+        data.patch_labels(rows, 5)

@@ -95,3 +95,21 @@ def test_bad_vision_configs_name_the_field(kwargs, bad):
         VisionConfig(**kwargs)
     with pytest.raises(ValueError, match="'cosine'"):
         ImageTextLoss("cosine")
+
+
+def test_patch_classifier_loss_is_mean_cross_entropy_per_attribute_and_checks_its_labels():
+    from nanoseek.nn.vision import PatchClassifier
+
+    torch.manual_seed(0)
+    head = PatchClassifier(8, {"colour": 5, "shape": 3})
+    tokens = torch.randn(2, 4, 8)
+    labels = {"colour": torch.randint(0, 5, (2, 4)), "shape": torch.randint(0, 3, (2, 4))}
+    logits = head(tokens)
+    assert logits["colour"].shape == (2, 4, 5) and logits["shape"].shape == (2, 4, 3)
+    want = (F.cross_entropy(logits["colour"].reshape(-1, 5), labels["colour"].reshape(-1))
+            + F.cross_entropy(logits["shape"].reshape(-1, 3), labels["shape"].reshape(-1))) / 2
+    torch.testing.assert_close(head.loss(tokens, labels), want)
+    with pytest.raises(ValueError, match="heads for"):
+        head.loss(tokens, {"colour": labels["colour"]})
+    with pytest.raises(ValueError, match="classes="):
+        PatchClassifier(8, {"colour": 1})

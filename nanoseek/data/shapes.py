@@ -76,6 +76,26 @@ def images(rows: list[dict]) -> torch.Tensor:
     return torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
+def patch_labels(rows: list[dict], patch_size: int, image_size: int | None = None) -> dict[str, torch.Tensor]:
+    """{"colour", "shape"}: (N, P) class ids of the object whose centre lies in each of the P patches
+    (row-major, as `patchify` orders them); 0 where a patch holds no object centre, else 1 + the index in
+    `COLOURS` / `SHAPES`. The labels of the dense auxiliary loss (`nanoseek.nn.vision.PatchClassifier`)."""
+    gen = _generator()
+    size = gen.SIZE if image_size is None else image_size
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1 or size % patch_size:
+        raise ValueError(f"patch_size={patch_size!r} must be a positive integer dividing the image size {size}")
+    g = size // patch_size
+    colour = torch.zeros(len(rows), g * g, dtype=torch.long)
+    shape = torch.zeros_like(colour)
+    names = list(gen.COLOURS)
+    for i, r in enumerate(rows):
+        for o in r["objects"]:
+            p = (o["y"] // patch_size) * g + o["x"] // patch_size
+            colour[i, p] = 1 + names.index(o["colour"])
+            shape[i, p] = 1 + gen.SHAPES.index(o["shape"])
+    return {"colour": colour, "shape": shape}
+
+
 def questions(rows: list[dict], types: tuple[str, ...] | None = None, novel: bool | None = None
               ) -> list[tuple[int, dict]]:
     """(row index, qa) for every question of `rows`, optionally only some types / only (not) novel ones."""

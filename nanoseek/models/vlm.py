@@ -192,6 +192,7 @@ def accuracy_by_type(model: VLM, pixels: torch.Tensor | None, ids: torch.Tensor,
     first = (targets != -100).float().argmax(1)
     gold = targets[torch.arange(len(targets)), first]
     ok = answer(model, pixels, ids, targets) == gold
-    out = {t: ok[torch.tensor([q == t for q in types])].float().mean().item() for t in dict.fromkeys(types)}
+    out = {t: ok[torch.tensor([q == t for q in types], device=ok.device)].float().mean().item()
+           for t in dict.fromkeys(types)}
     out["all"] = ok.float().mean().item()
     return out

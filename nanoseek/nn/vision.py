@@ -9,6 +9,9 @@
   the last position pooled through a linear head).
 - `pixel_shuffle` / `pixel_unshuffle`: nanoVLM's token reduction, s×s neighbouring patches folded into one
   token s² times wider (and back).
+- `PatchClassifier`: a linear head on the patch tokens with one softmax per attribute (here colour and
+  shape of the object a patch holds) — a **dense auxiliary** loss beside the contrastive one, in the spirit of
+  SigLIP 2's local objectives: the pooled contrastive loss alone teaches a tiny tower mostly colour.
 - `sigmoid_loss` (SigLIP: every image–text pair is a binary problem; summed over pairs, divided by the batch
   size) and `softmax_loss` (CLIP's symmetric InfoNCE), and `ImageTextLoss`, which holds the learnable
   temperature t' and bias b with SigLIP's initialization t' = log 10, b = −10.
@@ -269,6 +272,30 @@ def init_weights(module: nn.Module) -> None:
             nn.init.normal_(m.probe, 0.0, 1.0 / math.sqrt(m.probe.size(-1)))
             nn.init.xavier_uniform_(m.attention.in_proj_weight)
             nn.init.zeros_(m.attention.in_proj_bias)
+
+
+class PatchClassifier(nn.Module):
+    """Linear heads on patch tokens, one per attribute: tokens (B, N, D) -> {name: logits (B, N, classes)}.
+
+    `loss(tokens, labels)` is the mean over attributes of the per-patch cross-entropy; labels are (B, N) class
+    ids (class 0 can stand for "no object"). It trains beside the contrastive loss and is dropped afterwards:
+    only the tower it shaped goes into the VLM.
+    """
+
+    def __init__(self, dim: int, classes: dict[str, int]):
+        super().__init__()
+        if not classes or any(isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in classes.values()):
+            raise ValueError(f"PatchClassifier needs at least one attribute with >= 2 classes, got classes={classes!r}")
+        self.heads = nn.ModuleDict({name: nn.Linear(dim, n) for name, n in classes.items()})
+
+    def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: head(tokens) for name, head in self.heads.items()}
+
+    def loss(self, tokens: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        if set(labels) != set(self.heads):
+            raise ValueError(f"labels for {sorted(labels)}, heads for {sorted(self.heads)}: they must match")
+        logits = self(tokens)
+        return torch.stack([F.cross_entropy(logits[k].flatten(0, -2), labels[k].reshape(-1)) for k in self.heads]).mean()
 
 
 # ---- image–text losses ---------------------------------------------------------------------------------
