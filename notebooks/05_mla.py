@@ -748,7 +748,24 @@ print("MLA(rope_scaling=...) == transformers DeepseekV3Attention with YaRN, 48 p
 # **flash-decoding (闪电解码, FlashDecoding)** does: each
 # program handles one chunk of the cache for a block of heads and writes a partial output with its log-sum-exp,
 # and a second small kernel merges the chunks (exercise 4 asks you to write that merge). Here is the whole
-# module; on a machine with CUDA, the next cell checks it against the einsums:
+# module; on a machine with CUDA, the next cell checks it against the einsums.
+#
+# How such a kernel is laid out, for a reader who has never written one. A GPU runs a kernel as thousands of
+# small programs spread over its streaming multiprocessors; each loads a few tiles into fast on-chip memory,
+# works on them and writes a small result. Three choices shape this one:
+#
+# - **Tiling by heads.** All heads read the same latent cache, so a program takes a block of heads and a tile
+#   of cached tokens. The block's absorbed queries form a (heads × 576) matrix and the tile a (tokens × 576)
+#   one, so all the block's scores are one matrix product, and the weighted sum (probabilities times the same
+#   tile) a second one. Each tile is loaded once and serves every head of the block.
+# - **Tensor cores.** Products of matrices of that shape are what the tensor cores do, many times faster than
+#   the ordinary arithmetic units. One head at a time would be a vector times a matrix, which they cannot take;
+#   that is why the head block exists. FlashMLA does the same {cite}`flashmla2025`.
+# - **Splitting the context.** At batch 1 there are only a couple of head blocks, far fewer programs than the
+#   GPU has multiprocessors, so the context is cut into chunks, one program per (head block, chunk), merged as
+#   above. Chunks are not free: each writes a partial output in float32, so how short a chunk may be is
+#   measured (`benchmarks/mla_decode.py --tune` sweeps it with the tile sizes, each setting checked against the
+#   einsums).
 
 # %%
 from nanoseek.kernels import mla_decode as mla_kernels
