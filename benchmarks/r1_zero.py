@@ -52,7 +52,7 @@ from nanoseek.seeds import SeedSummary, table, verdict  # noqa: E402
 RECIPES = {
     "tiny": dict(digits=3, eval_n=200,
                  model=dict(n_layer=2, n_embd=64, n_head=4, n_kv_head=2, intermediate_size=192, max_seq_len=48),
-                 sft=dict(rows=4000, p_trace=0.3, steps=1200, batch_size=64, lr=3e-3),
+                 sft=dict(rows=4000, p_trace=0.3, steps=2000, batch_size=64, lr=2e-3),
                  rl=dict(steps=20, prompts_per_step=16, group_size=8, max_new_tokens=40, lr=1e-4,
                          inner_epochs=2, beta=0.04, eval_every=0),
                  more_steps=10, length_reward=1.0, overlong_buffer=8),
