@@ -493,7 +493,8 @@ assert 1 - cost["packed"]["samples"] / cost["packed"]["positions"] < 1 - cost["p
 #
 # ## SFT on packed rows
 # The pretrained model, fine-tuned with the same loop: packed rows, the loss mask on the assistant's tokens,
-# and `loss_fn=packed_loss`, which hands the segment ids to the model. About three epochs over the rows:
+# and `loss_fn=packed_loss`, which hands the segment ids to the model (the number of epochs over the rows is
+# printed in the schedule table below):
 
 # %%
 from nanoseek.train import evaluate
@@ -587,7 +588,7 @@ print(f"the pretrained model reuses the introduced name in {copied} of {len(name
 # At `tiny` scale the pretrained model has hardly learned to copy (its **induction heads (归纳头)**, the attention
 # pattern "find the earlier occurrence, copy what followed", form later in training); it continues with the
 # same name whatever the story introduced. So at `tiny` the copying above was learned *during SFT*, and
-# narrowly: 600 steps of 4 packed rows are about 3 epochs over rows whose answer always stands in the prompt, in a few
+# narrowly: a few epochs (printed below) over rows whose answer always stands in the prompt, in a few
 # fixed sentence shapes (`benchmarks/sft.py --set KEY=VALUE` runs variants of the schedule). It is slot
 # filling, not general copying: a rewrite, which copies a whole sentence with one name changed, stays wrong.
 #
@@ -838,7 +839,7 @@ print(f"\nwhole notebook so far: {time.perf_counter() - t_start:.0f} s")
 #   padding; multi-turn rows train every assistant turn.
 # - Measured on held-out prompts: SFT takes template following and stopping from about 0 to near 1. Answer
 #   accuracy, scored exactly with Wilson intervals, needs copying: at `full` pretraining supplies it; at `tiny`
-#   SFT learns a narrow, in-template copy over 3 epochs. What the loss mask, the attention mask and packing
+#   SFT learns a narrow, in-template copy over a few epochs. What the loss mask, the attention mask and packing
 #   change is measured over three seeds; bits per byte compares models across tokenizers.
 # - A nanoGPT is a GPT-2: exported, it loads with `AutoModelForCausalLM` and generates our exact tokens.
 #

@@ -188,15 +188,7 @@ if triton is not None:
         _fp8_gemm_tma_pipelined_kernel)
 
 
-_ALLOCATOR_SET = False
-
-
-def _set_allocator(device: torch.device) -> None:
-    """Device-side TMA descriptors need scratch memory from the host: hand Triton torch's allocator."""
-    global _ALLOCATOR_SET
-    if not _ALLOCATOR_SET:
-        triton.set_allocator(lambda size, alignment, stream: torch.empty(size, device=device, dtype=torch.int8))
-        _ALLOCATOR_SET = True
+from nanoseek.kernels._tma import set_allocator as _set_allocator  # noqa: E402
 
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests of the logic only)

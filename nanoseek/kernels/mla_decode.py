@@ -249,15 +249,7 @@ DEFAULTS = dict(block_h=64, block_n=64, num_warps=8, num_stages=2, min_chunk=256
                 partial_dtype=torch.float32, tma=False)
 
 
-_ALLOCATOR_SET = False
-
-
-def _set_allocator(device: torch.device) -> None:
-    """Device-side TMA descriptors need scratch memory from the host: hand Triton torch's allocator."""
-    global _ALLOCATOR_SET
-    if not _ALLOCATOR_SET:
-        triton.set_allocator(lambda size, alignment, stream: torch.empty(size, device=device, dtype=torch.int8))
-        _ALLOCATOR_SET = True
+from nanoseek.kernels._tma import set_allocator as _set_allocator  # noqa: E402
 
 
 def mla_decode_triton(q_lat: torch.Tensor, q_pe: torch.Tensor, c_kv: torch.Tensor, k_pe: torch.Tensor,
