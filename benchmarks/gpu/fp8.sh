@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# Chapter 8 on the H200, about 280 s with the default stages (estimate; the last run's gemm stage took 120 s
-# and a training seed 41 s): FP8 GEMM correctness (tests/test_fp8_gpu.py, ~45 s), the GEMM paths' TFLOP/s on
-# DeepGEMM's shapes with the Triton variant sweep at 4096x7168x16384 (benchmarks/fp8_gemm.py, ~100 s: 40
-# variants compiled by 4 probe processes at once, then timed), and the bf16-vs-FP8 training run at `full`,
-# 3 seeds, after a check of the FP8 layer's three GEMMs on real activations (benchmarks/fp8_train.py --gpu,
-# ~135 s). The chapter at `full` is not in the default (its training cells alone exceed this budget): run it
-# as a call of its own with FP8_STAGES=notebook (stopped at 240 s).
+# Chapter 8 on the H200. Measured 2026-12-02 with the GPU alone: the gemm stage 92 s (FP8 GEMM correctness,
+# tests/test_fp8_gpu.py, ~20 s; the GEMM paths' TFLOP/s on DeepGEMM's shapes with the Triton variant sweep at
+# 4096x7168x16384, benchmarks/fp8_gemm.py: 40 variants compiled by 4 probe processes at once, then timed). The
+# train stage (bf16-vs-FP8 training at `full`, 3 seeds, after a check of the FP8 layer's three GEMMs on real
+# activations, benchmarks/fp8_train.py --gpu) took ~60 s a seed at 150 steps; at 300 steps expect ~120 s a
+# seed, ~6 minutes in all (it records after every seed). The chapter at `full` is its own stage (notebook).
 # Stages: FP8_STAGES="gemm train" (default) or any of "gemm train notebook". On a CPU: NANOSEEK_GPU_SMOKE=1.
 set -uo pipefail
 cd "$(dirname "$0")/../.."

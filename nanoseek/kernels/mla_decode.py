@@ -241,12 +241,14 @@ def _default_splits(batch: int, head_blocks: int, seq_len: int, n_sm: int, min_c
     return max(1, min(want, math.ceil(seq_len / min_chunk)))
 
 
-# Launch settings (tuned on an H200 with DeepSeek-V3 shapes by benchmarks/mla_decode.py --tune).
-# lazy_rescale: skip the accumulator's rescaling unless a maximum grew by more than 2^8 (FlashAttention-4's
-# trick); partial_dtype: the chunks' partial outputs (float32, or bfloat16 to halve their traffic).
-# tma: the TMA kernel (cache tiles by descriptor, latent in two halves; Hopper or newer).
+# Launch settings: the best of benchmarks/mla_decode.py --tune on an H200 with DeepSeek-V3 shapes
+# (benchmarks/results/mla_decode.md, 2026-12-02): 64 heads x 64 tokens a tile, 8 warps, 2 stages at batch 32
+# and batch 1; bf16 partials were the batch-1 winner (46.9 vs 54.7 µs at 32K) and tie at batch 32 (978 vs
+# 976 µs), so they are the default. lazy_rescale: skip the accumulator's rescaling unless a maximum grew by
+# more than 2^8 (FlashAttention-4's trick); partial_dtype: the chunks' partial outputs (float32, or bfloat16
+# to halve their traffic). tma: the TMA kernel (cache tiles by descriptor, latent in two halves; Hopper+).
 DEFAULTS = dict(block_h=64, block_n=64, num_warps=8, num_stages=2, min_chunk=256, waves=1, lazy_rescale=False,
-                partial_dtype=torch.float32, tma=False)
+                partial_dtype=torch.bfloat16, tma=False)
 
 
 from nanoseek.kernels._tma import set_allocator as _set_allocator  # noqa: E402
