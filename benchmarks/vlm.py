@@ -27,9 +27,9 @@ from nanoseek.seeds import SeedSummary, table, verdict  # noqa: E402
 from nanoseek.train import TrainConfig, train  # noqa: E402
 
 CONFIGS = {  # the chapter's CFG at each scale (keep in sync with notebooks/12_multimodal.py)
-    "tiny": dict(width=64, vit_layers=2, lm_layers=2, patch=8, shuffle=1, batch=64, contrastive_steps=200, aux=2.0,
-                 lm_steps=300, stage1_steps=200, stage2_steps=1000, lr=3e-3),
-    "full": dict(width=256, vit_layers=4, lm_layers=4, patch=8, shuffle=1, batch=256, contrastive_steps=1000, aux=2.0,
+    "tiny": dict(width=64, vit_layers=2, lm_layers=2, patch=8, shuffle=1, batch=64, contrastive_steps=200, aux=10.0,
+                 lm_steps=150, stage1_steps=100, stage2_steps=1000, lr=3e-3),
+    "full": dict(width=256, vit_layers=4, lm_layers=4, patch=8, shuffle=1, batch=256, contrastive_steps=1000, aux=10.0,
                  lm_steps=800, stage1_steps=800, stage2_steps=2000, lr=1e-3),
 }
 

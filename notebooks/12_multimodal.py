@@ -34,7 +34,7 @@ from nanoseek.benchmarking import budget_table
 
 display(Markdown(budget_table(
     "12_multimodal",
-    tiny="SigLIP towers 64 wide (2 ViT layers, 16 patch tokens), a 2-layer 64-wide decoder; 3×200 + 300 + 200 + 1000 steps",
+    tiny="SigLIP towers 64 wide (2 ViT layers, 16 patch tokens), a 2-layer 64-wide decoder; 3×200 + 150 + 100 + 1000 steps",
     full="256 wide, 4 + 4 layers, 20k training images; 3×1000 + 800 + 800 + 2000 steps",
     full_record="12_multimodal_full")))
 
@@ -78,9 +78,9 @@ print("nanoseek", nanoseek.__version__, "| torch", torch.__version__, "| device:
 
 # %%
 CFG = pick(
-    tiny=dict(width=64, vit_layers=2, lm_layers=2, patch=8, shuffle=1, batch=64, contrastive_steps=200, aux=2.0,
-              lm_steps=300, stage1_steps=200, stage2_steps=1000, lr=3e-3),
-    full=dict(width=256, vit_layers=4, lm_layers=4, patch=8, shuffle=1, batch=256, contrastive_steps=1000, aux=2.0,
+    tiny=dict(width=64, vit_layers=2, lm_layers=2, patch=8, shuffle=1, batch=64, contrastive_steps=200, aux=10.0,
+              lm_steps=150, stage1_steps=100, stage2_steps=1000, lr=3e-3),
+    full=dict(width=256, vit_layers=4, lm_layers=4, patch=8, shuffle=1, batch=256, contrastive_steps=1000, aux=10.0,
               lm_steps=800, stage1_steps=800, stage2_steps=2000, lr=1e-3),
 )
 CFG
@@ -542,12 +542,24 @@ plt.title("what the image adds")
 plt.show()
 margin = {t: acc["after stage 2"][t] - acc["text only (blind)"][t] for t in types}
 print("margin over the blind model (this run):", {t: round(v, 3) for t, v in margin.items()})
-assert margin["colour"] > 0.3 and margin["shape"] > 0.15  # far outside the seed spread of the record below
+assert margin["colour"] > 0.3 and margin["shape"] > 0.3  # far outside the seed spread of the record below
+
+from nanoseek.models.vlm import answer
+
+_, l_ids, l_tg, l_qas = S.qa_tensors(vocab, test_rows, n_img, L, types=("left",))
+l_ri = torch.tensor([i for i, _ in S.questions(test_rows, types=("left",))])
+said_yes = (answer(vlm.eval(), X_test[l_ri], l_ids, l_tg) == vocab.stoi["yes"]).float().mean().item()
+gold_yes = sum(q["a"] == "yes" for q in l_qas) / len(l_qas)
+print(f'"left of": the VLM says "yes" to {said_yes:.1%} of the {len(l_qas)} test questions; '
+      f'the right answer is "yes" for {gold_yes:.1%}')
 
 # %% [markdown]
 # The blind model sits at the most common answer (the black marks): it cannot do better without the image.
 # Stage 1 alone does not answer questions — it has only learned to caption, and the frozen language model
-# has never seen image tokens before a question. Stage 2 teaches the model to look.
+# has never seen image tokens before a question. Stage 2 teaches the model to look — at colours, shapes and
+# counts. "Left of" is the exception, and the last line shows how: every pair is asked both ways round, so
+# half the answers are "yes", and a model that gives one answer to every "left of" question, whatever the
+# image, scores exactly one half.
 #
 # ## Over three seeds, and what skipping stage 1 costs
 #
@@ -578,21 +590,60 @@ else:
         gap = summ(f"two_stage/{t}").mean - summ(f"text_only/{t}").mean
         print(f"{t:>6}: VLM vs blind → {sees[t]} (mean margin {gap:+.3f}); two stages vs stage 2 only → "
               f"{verdict(summ(f'two_stage/{t}'), summ(f'skip_stage1/{t}'), lower_is_better=False, names=('two stages', 'stage 2 only'))}")
-    assert sees["colour"].startswith("two stages") and sees["shape"].startswith("two stages")
+    assert all(sees[t].startswith("two stages") for t in ("colour", "shape", "count"))
+    assert summ("two_stage/colour").low > 0.9 and summ("two_stage/shape").low > 0.9  # the issue's 90% aim
 
 # %% [markdown]
 # Read the verdicts above, not this paragraph's memory of them: over three seeds the VLM beats the blind model
-# on colour and shape by the mean margins printed, far outside the spread. Counting and "left of" are another
-# matter at this scale: counting sits barely above the blind model (the seed ranges do not overlap, so the
-# verdict names a winner, but read the size of the margin), "left of" exactly at it. Both need relations between image tokens and the question — find every square and
-# count them; find two objects and compare where they are — and a 2-layer, 64-wide language model trained for
-# a thousand steps learns them slowly or not at all (in our trial runs a model trained on "left of" questions
-# alone never left the coin flip: every pair is asked both ways round, so no single cue gives partial credit).
+# on colour, shape and counting by the mean margins printed, each outside the spread, and "left of" is a
+# tie with the blind model. Counting needs nothing new in the language model: it is "find every square
+# token and count them", and it works once the patch tokens say *square* reliably — which the dense
+# auxiliary gave them (the probe table above; exercise 4 measures the recipe without it).
 #
-# The unseen compositions (the `novel` rows) are a failure worth seeing: asked the shape of, say, a red
-# triangle — a pair never seen in training — the model does not say "triangle" (novel shape accuracy is the
-# row to read). In training a red object was never a triangle, and what the language model learned about
-# which pairs exist outweighs what the patch tokens say, though the tower labels colour and shape separately. The `full` run trains a larger model for longer:
+# Where does "left of" fail, in the tower or in the language model? An experiment that removes the tower
+# answers it. `benchmarks/vlm_oracle.py` feeds the same language model and projector **oracle** patch
+# features instead of a tower's: one-hots of each patch's colour, shape, column and row, everything a
+# perfect tower could say. If "left of" still fails, the language model is the limit.
+
+# %%
+orc = read_result("vlm_oracle")
+if orc is None:
+    print("not recorded yet: run `python benchmarks/vlm_oracle.py --seeds 0 1 2`")
+else:
+    om = orc["data"]["metrics"]
+    osumm = lambda key: SeedSummary(tuple(om[key]["values"]), tuple(orc["data"]["seeds"]))  # noqa: E731
+    display(Markdown(seed_table({k: osumm(k) for k in om}, digits=3, header=("oracle variant / metric", "value"))))
+    o_left = {v: osumm(f"{v}/left") for v in ("oracle", "oracle_left_only", "relations_left_only")}
+    for v, sm in o_left.items():
+        print(f"{v:>20}: left of {sm.format(3)}; vs a coin flip → "
+              f"{verdict(sm, SeedSummary((0.5,) * len(sm.values), sm.seeds), lower_is_better=False, names=(v, 'coin flip'))}")
+    coin = {v: verdict(sm, SeedSummary((0.5,) * len(sm.values), sm.seeds), lower_is_better=False,
+                       names=(v, "coin flip")) for v, sm in o_left.items()}
+    assert osumm("oracle/colour").low > 0.9  # the oracle features reach the language model
+    assert coin["oracle"] == "tie"  # in the full mix, perfect features do not help "left of"
+    assert coin["relations_left_only"] == "relations_left_only"  # the relation in the tokens is learned
+    if rec is not None:
+        assert sees["left"] == "tie"  # the record's "left of" is no better than the blind model's
+
+# %% [markdown]
+# With perfect patch features and the full mix of questions (the `oracle` rows), colour is answered almost
+# always and "left of" still sits at the coin flip — `left_says_yes` near 0 or 1 is one answer to every
+# question: the tower is not what is missing. (Shape and count from the oracle trail our tower's: this
+# variant skips stage 1, and its projector starts from scratch in stage 2.) The relation needs two lookups
+# and a comparison — find the first shape's token and read its column, find the second's, compare — and no
+# part of that circuit earns partial credit alone, since every pair is asked both ways round. Trained on
+# "left of" alone, the same language model finds the circuit on some seeds and not on others
+# (`oracle_left_only`: read its seeds); with the relation already in the tokens — each object's patch also
+# says which shapes lie left of it, so one lookup suffices — it does on every seed (`relations_left_only`).
+# At our size "left of" is the language model's search problem, and among the other questions a thousand
+# steps do not solve it: a measured negative result. Real VLMs meet it with scale, and with positions the
+# language model can compare (Qwen2-VL gives image tokens 2-D rotary positions).
+#
+# The unseen compositions (the `novel` rows of the three-seed table) are a failure worth seeing: asked the
+# shape of, say, a red triangle — a pair never seen in training — the model mostly does not say "triangle"
+# (novel shape accuracy is the row to read). In training a red object was never a triangle, and what the
+# language model learned about which pairs exist outweighs what the patch tokens say, though the tower labels
+# colour and shape separately. The `full` run trains a larger model for longer:
 
 # %%
 full = read_result("vlm_full")
@@ -673,7 +724,8 @@ plt.show()
 # - What a VLM can see is what its patch tokens say: a linear probe shows pooled contrastive training keeps
 #   colour and loses shape at our scale, and a dense auxiliary loss on the patches puts it back.
 # - Against a blind text-only model, the image is worth the margins of the three-seed record: far outside
-#   the spread for colour and shape; counting and spatial relations stay near the blind model at this scale.
+#   the spread for colour, shape and counting; "left of" ties the blind model, and oracle patch features show
+#   the 2-layer language model, not the tower, is what fails it at this scale.
 #
 # ## Exercises
 # Edit each function, run its cell, and the checker tells you whether it is right. Solutions are hidden below
@@ -774,9 +826,9 @@ assert check_splice(splice)
 # **Exercise 4 (hard, open).** Measure what the two choices of this chapter's `CFG` are worth: run the recipe
 # with pixel shuffle (`shuffle=2`: 4 image tokens of 256 features) and without the dense auxiliary
 # (`aux=0.0`), each over three seeds with `nanoseek.seeds.over_seeds` (`benchmarks/vlm.py` is a template), and
-# compare the shape accuracy with `verdict`. Then try to move counting off the blind model's level: stage 2
-# with the vision tower unfrozen too (`stage(vlm, "projector", "lm", "vision")`), more steps, or a wider
-# language model. Is the difference larger than the spread?
+# compare the shape and count accuracy with `verdict`. Then try to move "left of" off the coin flip: a deeper
+# or wider language model, more stage-2 steps, or more "left of" questions in the stage-2 mix. Is the
+# difference larger than the spread?
 #
 # ## Further reading
 # - The ViT {cite}`dosovitskiy2021vit`; CLIP {cite}`radford2021clip` and SigLIP {cite}`zhai2023siglip`.
