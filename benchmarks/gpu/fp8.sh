@@ -4,7 +4,9 @@
 # 4096x7168x16384, benchmarks/fp8_gemm.py: 40 variants compiled by 4 probe processes at once, then timed). The
 # train stage (bf16-vs-FP8 training at `full`, 3 seeds, after a check of the FP8 layer's three GEMMs on real
 # activations, benchmarks/fp8_train.py --gpu) took ~60 s a seed at 150 steps; at 300 steps expect ~120 s a
-# seed, ~6 minutes in all (it records after every seed). The chapter at `full` is its own stage (notebook).
+# seed, ~6 minutes in all (it records after every seed): measured 496 s with 4 other jobs on the GPU. The chapter
+# at `full` is its own stage (notebook): on 2026-12-02 it had not left the accumulation sweep (float64
+# emulation of the 14-bit accumulator, K up to 16384) after 372 s on a GPU shared three ways.
 # Stages: FP8_STAGES="gemm train" (default) or any of "gemm train notebook". On a CPU: NANOSEEK_GPU_SMOKE=1.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
