@@ -148,7 +148,7 @@ def main(argv=None) -> int:
              "", "Accuracy on held-out images (test split), per question type:", ""]
     for t in types:
         rows = {v: summary[f"{v}/{t}"] for v in ("text_only", "two_stage", "skip_stage1")}
-        lines += [f"### {t}", "", table(rows, digits=3, header=("variant", "accuracy")), "",
+        lines += [f"## {t}", "", table(rows, digits=3, header=("variant", "accuracy")), "",
                   f"two stages vs skipping stage 1: {verdict(rows['two_stage'], rows['skip_stage1'], lower_is_better=False, names=('two stages', 'skip stage 1'))}",
                   ""]
     lines += ["Novel compositions (unseen split, questions about a held-out colour–shape pair):", "",
