@@ -625,15 +625,21 @@ if log_path.exists():
 # benchmarks/sft_variants.py, read in the next section: its seed-1337 run here, next to this run.
 unmasked = (read_result(f"sft_variants_{nanoseek.scale()}") or {}).get("data", {}).get("runs", {}).get(
     "packed, loss on every token", [{}])[0]
+
+
+def from_unmasked(value, spec: str = ".2f") -> str:  # the record exists at tiny; at full it is not made yet
+    return "not recorded at this scale" if value is None else format(value, spec)
+
+
 tiny_now = {
     "pretraining val loss (nats/token)": f"{pretrain.val_loss[0]:.2f} -> {pretrain.final_val_loss:.2f}",
     "pretrained model reuses the introduced name": f"{copied} of {len(names)}",
     "answer accuracy: pretrained / SFT masked / SFT unmasked":
-        f"{before['accuracy']:.2f} / {after['accuracy']:.2f} / {unmasked.get('accuracy', float('nan')):.2f}",
+        f"{before['accuracy']:.2f} / {after['accuracy']:.2f} / {from_unmasked(unmasked.get('accuracy'))}",
     "SFT masked, by task": ", ".join(f"{t} {v:.2f}" for t, v in after["by_task"].items()),
-    "rewrite accuracy, SFT unmasked": f"{unmasked.get('by_task', {}).get('rewrite', float('nan')):.2f}",
+    "rewrite accuracy, SFT unmasked": from_unmasked(unmasked.get("by_task", {}).get("rewrite")),
     "held-out answer loss: pretrained / masked / unmasked":
-        f"{answer_loss['pretrained']:.3f} / {answer_loss['SFT']:.3f} / {unmasked.get('answer_loss', float('nan')):.3f}",
+        f"{answer_loss['pretrained']:.3f} / {answer_loss['SFT']:.3f} / {from_unmasked(unmasked.get('answer_loss'), '.3f')}",
     "template / EOT share after SFT (masked)": f"{sft['template']:.2f} / {sft['eot']:.2f}",
 }
 print(f"| | this run ({nanoseek.scale()}, {device()}) | full, one H200 (earlier run, substring scoring) |\n"
