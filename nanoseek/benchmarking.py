@@ -23,6 +23,11 @@ def machine() -> dict:
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
+    # benchmarks/gpu/together.sh runs several jobs on one GPU and says how many: a record made then must say
+    # so, because its speeds are lower bounds
+    jobs = int(os.environ.get("NANOSEEK_GPU_JOBS", "1") or 1)
+    if jobs > 1:
+        info["gpu shared with"] = f"{jobs - 1} other job(s) (benchmarks/gpu/together.sh)"
     return info
 
 

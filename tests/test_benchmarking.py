@@ -25,3 +25,14 @@ def test_budget_table_says_when_a_full_run_stopped(tmp_path, monkeypatch):
     bm.write_result("ch02_full", "x", directory=tmp_path, data={"seconds": 40.0, "finished": False, "returncode": "1"})
     monkeypatch.setattr(bm, "results_dir", lambda: tmp_path)
     assert "stopped before the end" in bm.budget_table("02_x", tiny="a", full="b", full_record="ch02_full")
+
+
+def test_machine_says_when_the_gpu_was_shared(monkeypatch):
+    from nanoseek.benchmarking import machine
+
+    monkeypatch.delenv("NANOSEEK_GPU_JOBS", raising=False)
+    assert "gpu shared with" not in machine()
+    monkeypatch.setenv("NANOSEEK_GPU_JOBS", "1")
+    assert "gpu shared with" not in machine()
+    monkeypatch.setenv("NANOSEEK_GPU_JOBS", "3")
+    assert machine()["gpu shared with"].startswith("2 other job(s)")

@@ -9,6 +9,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD" MPLBACKEND=Agg PYTHONUNBUFFERED=1 TQDM_MININTERVAL=${TQDM_MININTERVAL:-5}
+export NANOSEEK_GPU_JOBS=$#  # nanoseek.benchmarking.machine() writes it into every record made here
 DEADLINE=${DEADLINE:-570}
 OUT=${OUT:-/tmp/together_out}
 mkdir -p "$OUT" benchmarks/results/logs
