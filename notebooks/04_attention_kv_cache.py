@@ -539,9 +539,10 @@ else:  # on the H200 (shared with other jobs in our runs) these small fp32 matmu
 # at every batch: batching cannot make MHA's cache read compute-bound, it only multiplies the bytes. (The CPU
 # timings are noisy on a shared machine; the ratio asserted above has a wide margin.) On a GPU the bytes bound
 # the step too (at 4.8 TB/s, MHA's 1 FLOP/byte in bf16 uses well under 1% of an H200's 989 TFLOP/s), but these
-# small fp32 batched matmuls are not bandwidth-optimal kernels: in our H200 run, with the GPU shared by other
-# jobs, MQA's step was not faster than MHA's. A fused decode kernel, as in chapter 5, is what makes the bytes
-# the whole story.
+# small fp32 batched matmuls are not bandwidth-optimal kernels there, so on a GPU the cell above prints the
+# ratio and asserts nothing (the log of our H200 run at `full` is `benchmarks/results/logs/
+# 04_attention_kv_cache_full.log`). A fused decode kernel, as in chapter 5, is what makes the bytes the whole
+# story.
 #
 # ## Decoding speed: MHA vs GQA vs MQA, and the batch a memory budget holds
 # The whole model now: three decoders that differ only in `n_kv_head`, timed by `nanoseek.serving`'s
