@@ -2,6 +2,7 @@
 
     python benchmarks/ch04_gqa_seeds.py                 # tiny, CPU: writes benchmarks/results/ch04_gqa_seeds_tiny.{md,json}
     python3 benchmarks/ch04_gqa_seeds.py --scale full --device cuda   # writes ch04_gqa_seeds_full.{md,json}
+    # or one variant per process (benchmarks/gpu/ch04_seeds.sh), then --merge their records into one
 
 The configs are chapter 4's `CFG` (notebooks/04_attention_kv_cache.py); the notebook checks that the record
 it reads was made with its own config. Seed s initializes the model with `torch.manual_seed(s)` and draws the
@@ -11,6 +12,7 @@ batches with `TrainConfig(seed=1337 + s)`; seed 0 is the notebook's own run. The
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -64,6 +66,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="override max_steps (smoke tests only)")
     ap.add_argument("--variants", default=None, help="comma-separated subset (e.g. MQA): merged into the existing "
                     "record of the same config, so a long full run can be split over several calls")
+    ap.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
+                    help="combine records of this config made elsewhere (e.g. one variant per process on one GPU) "
+                    "into one record, training nothing")
+    ap.add_argument("--out", default=None, help="record name (default ch04_gqa_seeds_<scale>)")
     args = ap.parse_args()
     os.environ["NANOSEEK_SCALE"] = args.scale
     cfg = dict(CONFIGS[args.scale])
@@ -72,14 +78,21 @@ def main() -> None:
     seeds = tuple(range(args.seeds))
     from nanoseek.benchmarking import read_result
 
-    name_out = f"ch04_gqa_seeds_{args.scale}" + ("_smoke" if args.steps else "")
+    name_out = args.out or f"ch04_gqa_seeds_{args.scale}" + ("_smoke" if args.steps else "")
     summaries: dict[str, dict[str, SeedSummary]] = {}
     old = read_result(name_out)
     if args.variants and old is not None and old["data"]["config"] == cfg and old["data"]["seeds"] == list(seeds):
         for n, vals in old["data"]["val_loss"].items():
             summaries[n] = {"val_loss": SeedSummary(tuple(vals), seeds),
                             "seconds": SeedSummary(tuple(old["data"]["seconds"][n]), seeds)}
-    todo = args.variants.split(",") if args.variants else list(cfg["kv_heads"])
+    for path in args.merge or ():
+        rec = json.loads(path.read_text())
+        if rec["data"]["config"] != cfg or rec["data"]["seeds"] != list(seeds):
+            raise ValueError(f"--merge {path}: config or seeds differ from scale {args.scale!r} with {len(seeds)} seeds")
+        for n, vals in rec["data"]["val_loss"].items():
+            summaries[n] = {"val_loss": SeedSummary(tuple(vals), seeds),
+                            "seconds": SeedSummary(tuple(rec["data"]["seconds"][n]), seeds)}
+    todo = [] if args.merge else args.variants.split(",") if args.variants else list(cfg["kv_heads"])
     for name in todo:
         summaries[name] = over_seeds(lambda s: run_variant(cfg, name, s, args.device), seeds, desc=name)
         print(name, summaries[name]["val_loss"])
@@ -88,7 +101,9 @@ def main() -> None:
     verdicts = {f"{a} vs {b}": verdict(loss[a], loss[b], names=(a, b))
                 for a, b in (("MHA", "MQA"), ("MHA", "GQA"), ("GQA", "MQA")) if a in loss and b in loss}
     body = (f"Scale `{args.scale}`, Shakespeare (character level), {cfg['max_steps']} steps, seeds {list(seeds)}; "
-            f"validation loss in nats/char.\n\n" + table(loss, header=("attention", "val loss mean ± std"))
+            f"validation loss in nats/char.\n\n"
+            + (f"Merged from {', '.join(f'`{m.name}`' for m in args.merge)} (one process per variant, at once on "
+               "one device: their seconds are upper bounds).\n\n" if args.merge else "") + table(loss, header=("attention", "val loss mean ± std"))
             + "\n\n" + "\n".join(f"- {k}: **{v}**" for k, v in verdicts.items()))
     data = {"scale": args.scale, "config": cfg, "seeds": list(seeds), "corpus": "shakespeare",
             "val_loss": {n: list(s.values) for n, s in loss.items()},

@@ -594,33 +594,25 @@ print(f"the pretrained model reuses the introduced name in {copied} of {len(name
 #
 # At `full` scale on one H200 (12M parameters, 3,000 pretraining steps of 64 x 256 tokens, English and
 # Chinese) the pretrained model copies, and SFT only has to teach the format. The `tiny` column below is this
-# run; the `full` column is read from the log of the chapter's last H200 run. That run is older than the
-# exact scoring and the intervals: its accuracies are the substring test's, on 300 rows (its log is
-# `benchmarks/results/logs/ch03_full_h200.log`; `benchmarks/gpu/ch34.sh` re-runs it with this version):
+# run; the `full` column is read from the log of this notebook's own run at `full` on the H200
+# (`benchmarks/results/logs/03_pretrain_sft_full.log`, made by `tools/run_full.py`), the same table printed
+# there:
 
 # %%
-import re
 from pathlib import Path
 
-# The `full` column is read from the log of this notebook's own run at NANOSEEK_SCALE=full on one H200
-# (bf16 autocast, 171 s; summary in benchmarks/results/h200_full_runs.md), not typed in.
-log_path = Path(nanoseek.__file__).resolve().parents[1] / "benchmarks" / "results" / "logs" / "ch03_full_h200.log"
+full_run = read_result("03_pretrain_sft_full")
+log_path = Path(nanoseek.__file__).resolve().parents[1] / "benchmarks" / "results" / "logs" / "03_pretrain_sft_full.log"
 FULL_H200 = {}
-if log_path.exists():
-    log = log_path.read_text(encoding="utf-8")
-    rows = {m[0]: m[1:] for m in re.findall(r"^\| (pretrained|masked|unmasked) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) "
-                                             r"\| [\d.]+ \| (.+) \|$", log, re.M)}
-    losses = re.search(r"\{'pretrained': ([\d.]+), 'masked': ([\d.]+), 'unmasked': ([\d.]+)\}", log).groups()
-    FULL_H200 = {
-        "pretraining val loss (nats/token)": re.search(r"^val loss ([\d.]+ -> [\d.]+) nats/token", log, re.M)[1],
-        "pretrained model reuses the introduced name": re.search(r"introduced name in (\d+ of \d+)", log)[1],
-        "answer accuracy: pretrained / SFT masked / SFT unmasked":
-            " / ".join(rows[k][2] for k in ("pretrained", "masked", "unmasked")),
-        "SFT masked, by task": rows["masked"][3],
-        "rewrite accuracy, SFT unmasked": re.search(r"rewrite ([\d.]+)", rows["unmasked"][3])[1],
-        "held-out answer loss: pretrained / masked / unmasked": " / ".join(f"{float(v):.3f}" for v in losses),
-        "template / EOT share after SFT (masked)": f"{rows['masked'][0]} / {rows['masked'][1]}",
-    }
+if full_run is not None and full_run["data"]["finished"] and log_path.exists():
+    lines = log_path.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| | this run (full"))
+    for line in lines[start + 2:]:
+        if not line.startswith("| "):
+            break
+        key, value = (c.strip() for c in line.strip().strip("|").split("|")[:2])
+        FULL_H200[key] = value.replace("nan", "not recorded at full")  # runs older than from_unmasked printed nan
+full_label = ("full, one H200" + (f" ({full_run['date'][:10]}, {full_run['data']['seconds']:.0f} s)" if full_run else ""))
 # This run trains the masked recipe only; the unmasked one (loss on every token) is the 3-seed record of
 # benchmarks/sft_variants.py, read in the next section: its seed-1337 run here, next to this run.
 unmasked = (read_result(f"sft_variants_{nanoseek.scale()}") or {}).get("data", {}).get("runs", {}).get(
@@ -642,8 +634,7 @@ tiny_now = {
         f"{answer_loss['pretrained']:.3f} / {answer_loss['SFT']:.3f} / {from_unmasked(unmasked.get('answer_loss'), '.3f')}",
     "template / EOT share after SFT (masked)": f"{sft['template']:.2f} / {sft['eot']:.2f}",
 }
-print(f"| | this run ({nanoseek.scale()}, {device()}) | full, one H200 (earlier run, substring scoring) |\n"
-      "| --- | --- | --- |")
+print(f"| | this run ({nanoseek.scale()}, {device()}) | {full_label} |\n| --- | --- | --- |")
 for k, v in tiny_now.items():
     print(f"| {k} | {v} | {FULL_H200.get(k, 'no record here')} |")
 

@@ -36,3 +36,39 @@ def test_machine_says_when_the_gpu_was_shared(monkeypatch):
     assert "gpu shared with" not in machine()
     monkeypatch.setenv("NANOSEEK_GPU_JOBS", "3")
     assert machine()["gpu shared with"].startswith("2 other job(s)")
+
+
+def _ch04_part(path, variant, losses, config):
+    import json
+
+    path.write_text(json.dumps({"data": {"config": config, "seeds": [0, 1, 2], "val_loss": {variant: losses},
+                                         "seconds": {variant: [1.0, 1.0, 1.0]}}}))
+    return path
+
+
+def test_ch04_seeds_merge_combines_per_variant_records(tmp_path):
+    """benchmarks/gpu/ch04_seeds.sh trains one variant per process and merges: the merged record holds all
+    three and their verdicts, and a part made with another config is refused."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "benchmarks"))
+    from ch04_gqa_seeds import CONFIGS
+
+    cfg = CONFIGS["tiny"]
+    parts = [_ch04_part(tmp_path / "mha.json", "MHA", [1.00, 1.01, 1.02], cfg),
+             _ch04_part(tmp_path / "gqa.json", "GQA", [1.01, 1.02, 1.03], cfg),
+             _ch04_part(tmp_path / "mqa.json", "MQA", [1.20, 1.21, 1.22], cfg)]
+    script = [sys.executable, str(root / "benchmarks" / "ch04_gqa_seeds.py"), "--scale", "tiny", "--out", "merged"]
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}
+    subprocess.run(script + ["--merge", *map(str, parts)], cwd=tmp_path, env=env, check=True, capture_output=True)
+    merged = json.loads((tmp_path / "benchmarks" / "results" / "merged.json").read_text())["data"]
+    assert set(merged["val_loss"]) == {"MHA", "GQA", "MQA"}
+    assert merged["verdicts"] == {"MHA vs MQA": "MHA", "MHA vs GQA": "tie", "GQA vs MQA": "GQA"}
+    other = _ch04_part(tmp_path / "other.json", "MQA", [1.2, 1.2, 1.2], {**cfg, "max_steps": 1})
+    run = subprocess.run(script + ["--merge", str(parts[0]), str(other)], cwd=tmp_path, env=env, capture_output=True,
+                         text=True)
+    assert run.returncode != 0 and "config or seeds differ" in run.stderr
