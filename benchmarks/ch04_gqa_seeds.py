@@ -80,18 +80,21 @@ def main() -> None:
 
     name_out = args.out or f"ch04_gqa_seeds_{args.scale}" + ("_smoke" if args.steps else "")
     summaries: dict[str, dict[str, SeedSummary]] = {}
-    old = read_result(name_out)
-    if args.variants and old is not None and old["data"]["config"] == cfg and old["data"]["seeds"] == list(seeds):
-        for n, vals in old["data"]["val_loss"].items():
-            summaries[n] = {"val_loss": SeedSummary(tuple(vals), seeds),
-                            "seconds": SeedSummary(tuple(old["data"]["seconds"][n]), seeds)}
-    for path in args.merge or ():
-        rec = json.loads(path.read_text())
-        if rec["data"]["config"] != cfg or rec["data"]["seeds"] != list(seeds):
-            raise ValueError(f"--merge {path}: config or seeds differ from scale {args.scale!r} with {len(seeds)} seeds")
+    same_run = lambda rec: rec["data"]["config"] == cfg and rec["data"]["seeds"] == list(seeds)  # noqa: E731
+
+    def take(rec: dict) -> None:  # the variants a record holds, as seed summaries
         for n, vals in rec["data"]["val_loss"].items():
             summaries[n] = {"val_loss": SeedSummary(tuple(vals), seeds),
                             "seconds": SeedSummary(tuple(rec["data"]["seconds"][n]), seeds)}
+
+    old = read_result(name_out)
+    if args.variants and old is not None and same_run(old):
+        take(old)
+    for path in args.merge or ():
+        rec = json.loads(path.read_text())
+        if not same_run(rec):
+            raise ValueError(f"--merge {path}: config or seeds differ from scale {args.scale!r} with {len(seeds)} seeds")
+        take(rec)
     todo = [] if args.merge else args.variants.split(",") if args.variants else list(cfg["kv_heads"])
     for name in todo:
         summaries[name] = over_seeds(lambda s: run_variant(cfg, name, s, args.device), seeds, desc=name)

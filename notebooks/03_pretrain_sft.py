@@ -599,6 +599,7 @@ print(f"the pretrained model reuses the introduced name in {copied} of {len(name
 # there:
 
 # %%
+import re
 from pathlib import Path
 
 full_run = read_result("03_pretrain_sft_full")
@@ -606,13 +607,14 @@ log_path = Path(nanoseek.__file__).resolve().parents[1] / "benchmarks" / "result
 FULL_H200 = {}
 if full_run is not None and full_run["data"]["finished"] and log_path.exists():
     lines = log_path.read_text(encoding="utf-8").splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| | this run (full"))
+    start = next((i for i, line in enumerate(lines) if line.startswith("| | this run (full")), len(lines))
     for line in lines[start + 2:]:
         if not line.startswith("| "):
             break
         key, value = (c.strip() for c in line.strip().strip("|").split("|")[:2])
-        FULL_H200[key] = value.replace("nan", "not recorded at full")  # runs older than from_unmasked printed nan
-full_label = ("full, one H200" + (f" ({full_run['date'][:10]}, {full_run['data']['seconds']:.0f} s)" if full_run else ""))
+        FULL_H200[key] = re.sub(r"\bnan\b", "not recorded at full", value)  # runs older than from_unmasked printed nan
+full_label = "full, one H200" + (f" ({full_run['date'][:10]}, {full_run['data']['seconds']:.0f} s"
+                                 + ("; GPU shared" if full_run["data"].get("shared_gpu") else "") + ")" if full_run else "")
 # This run trains the masked recipe only; the unmasked one (loss on every token) is the 3-seed record of
 # benchmarks/sft_variants.py, read in the next section: its seed-1337 run here, next to this run.
 unmasked = (read_result(f"sft_variants_{nanoseek.scale()}") or {}).get("data", {}).get("runs", {}).get(

@@ -673,6 +673,14 @@ print(f"parameters removed by the smaller key/value projections: GQA {fewer['GQA
 from nanoseek.benchmarking import read_result
 from nanoseek.seeds import SeedSummary, table, verdict
 
+
+def summarize(record: dict) -> tuple[dict, dict]:
+    """A seeds record's validation losses as SeedSummary per variant, and the three pairwise verdicts."""
+    seeded = {n: SeedSummary(tuple(v), tuple(record["data"]["seeds"])) for n, v in record["data"]["val_loss"].items()}
+    return seeded, {f"{a} vs {b}": verdict(seeded[a], seeded[b], names=(a, b))
+                    for a, b in (("MHA", "MQA"), ("MHA", "GQA"), ("GQA", "MQA"))}
+
+
 seed_record = read_result(f"ch04_gqa_seeds_{nanoseek.scale()}")
 train_keys = ("n_layer", "n_embd", "n_head", "kv_heads", "intermediate_size", "block_size", "batch_size",
               "max_steps", "lr", "warmup_steps", "eval_every", "eval_batches")
@@ -680,10 +688,7 @@ if seed_record is None or any(seed_record["data"]["config"].get(k) != CFG[k] for
     seeded, verdicts = None, {}
     print(f"not recorded yet for this CFG: run `python benchmarks/ch04_gqa_seeds.py --scale {nanoseek.scale()}`")
 else:
-    seeded = {n: SeedSummary(tuple(v), tuple(seed_record["data"]["seeds"]))
-              for n, v in seed_record["data"]["val_loss"].items()}
-    verdicts = {f"{a} vs {b}": verdict(seeded[a], seeded[b], names=(a, b))
-                for a, b in (("MHA", "MQA"), ("MHA", "GQA"), ("GQA", "MQA"))}
+    seeded, verdicts = summarize(seed_record)
     print(f"validation loss (nats/char), {len(seed_record['data']['seeds'])} seeds, "
           f"recorded {seed_record['date']} on {seed_record['cpu'] if 'gpu' not in seed_record else seed_record['gpu']}\n")
     print(table(seeded, header=("attention", "val loss mean ± std")))
@@ -774,8 +779,8 @@ print(f"\nmean-pooled uptraining covered {recovered:.0%} of the way from the con
 # | fewer kv heads decode faster at the same batch | GQA's motivation | depends on the kernel: the speed-up printed under the decode table; slower than MHA in the H200 run (see the note there) |
 #
 # The quality claim, read from the seeds record (a tie is a tie); at `tiny` the same table for the `full`
-# models follows, read from their H200 record. A larger model trained ten times longer has more left to tell
-# the variants apart with: compare the two tables' verdicts.
+# models follows, read from their H200 record. A larger model trained for more steps (the `full` table names its
+# config) has more left to tell the variants apart with: compare the two tables' verdicts.
 
 # %%
 paper = {"MHA vs MQA": "MQA lower quality than MHA", "MHA vs GQA": "GQA close to MHA",
@@ -803,11 +808,7 @@ def paper_table(seeded: dict | None, verdicts: dict, where: str) -> None:
 paper_table(seeded, verdicts, f"`{nanoseek.scale()}`")
 if nanoseek.scale() == "tiny" and (full_record := read_result("ch04_gqa_seeds_full")) is not None:
     fc = full_record["data"]["config"]  # the same comparison at `full`, read from its H200 record
-    full_seeded = {n: SeedSummary(tuple(v), tuple(full_record["data"]["seeds"]))
-                   for n, v in full_record["data"]["val_loss"].items()}
-    full_verdicts = {k: verdict(full_seeded[k.split(" vs ")[0]], full_seeded[k.split(" vs ")[1]],
-                                names=tuple(k.split(" vs "))) for k in paper}
-    paper_table(full_seeded, full_verdicts, f"`full`: {fc['n_layer']} layers, {fc['n_embd']} wide, "
+    paper_table(*summarize(full_record), f"`full`: {fc['n_layer']} layers, {fc['n_embd']} wide, "
                 f"{fc['max_steps']:,} steps, {full_record.get('gpu', full_record['cpu'])}, {full_record['date'][:10]}")
 
 # %% [markdown]

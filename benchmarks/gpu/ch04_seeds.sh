@@ -2,7 +2,7 @@
 # Chapter 4's MHA / GQA / MQA comparison at `full` over 3 seeds (9 trainings of ~65 s each alone on the H200):
 # one process per variant at once, each with a third of the CPU threads (these small models are bound by kernel
 # launches, so three processes share the GPU well), then --merge the three records into ch04_gqa_seeds_full.
-# About 300 s on the H200. Smoke test on a CPU: NANOSEEK_GPU_SMOKE=1 bash benchmarks/gpu/ch04_seeds.sh
+# 379 s on the H200 on 2026-12-02 (108-115 s a run, three at once). Smoke test on a CPU: NANOSEEK_GPU_SMOKE=1 bash benchmarks/gpu/ch04_seeds.sh
 set -eu
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1 NANOSEEK_GPU_JOBS=3 OMP_NUM_THREADS=${OMP_NUM_THREADS:-5}
